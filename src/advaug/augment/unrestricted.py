@@ -1,0 +1,155 @@
+"""Unrestricted-adversarial augmentation, made cheap with a cached latent pool.
+
+``pooled`` (default): a pool of ``pool_size`` (z, y) codes is attacked against the current
+classifier once, then ``refresh_fraction`` of it (oldest first) is re-attacked every
+``refresh_every`` steps, with a step budget and per-sample early stopping. Each training batch
+draws its n_a augmented examples from the pool entries that are *valid*: the attack succeeded
+(f is fooled) and the AC head still sees the source class. Optionally (``dedup_threshold``)
+entries whose latents collapse onto another entry of the same class are re-drawn at the next
+refresh, which keeps the pool diverse.
+
+``seed``: the seed's schedule for comparison: every batch attacks fresh codes for the batch's
+labels with the seed's optimiser (SGD with annealed gradient noise) for ``steps`` steps. The
+seed's bugs stay fixed: fresh z⁰ per batch, and only successful, AC-agreeing samples are used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from advaug.attacks.unrestricted import SEED_PRESET, UnrestrictedAttack
+from advaug.augment.base import Technique
+from advaug.config import UnrestrictedAugConfig
+
+
+class UnrestrictedTechnique(Technique):
+    name = "unrestricted"
+    needs_gan = True
+
+    def __init__(
+        self,
+        cfg: UnrestrictedAugConfig,
+        gan: Any,
+        seed: int,
+        device: torch.device,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.cfg = cfg
+        self.g, self.d = gan.generator, gan.critic
+        self.k = self.g.num_classes
+        self.device = device
+        self.rng = torch.Generator(device=device)
+        self.rng.manual_seed(seed + 303 + 7919 * rank)  # every rank attacks its own pool share
+        self.size = max(1, cfg.pool_size // world_size)
+        self.images = torch.zeros(0, device=device)
+        self.labels = torch.zeros(self.size, dtype=torch.long, device=device)
+        self.z = torch.zeros(self.size, self.g.z_dim, device=device)
+        self.valid = torch.zeros(self.size, dtype=torch.bool, device=device)
+        self.pointer = 0  # next pool entry to refresh
+        self.last_refresh = -1
+        self.stats = {"attacked": 0, "succeeded": 0, "steps_sum": 0}
+
+    def _attack(self, model: nn.Module, labels: torch.Tensor):
+        c = self.cfg
+        kwargs = dict(
+            steps=c.steps,
+            lr=c.lr,
+            optimizer=c.optimizer,
+            lambda1=c.lambda1,
+            lambda2=c.lambda2,
+            z_eps=c.z_eps,
+            noise_eps=c.noise_eps,
+            early_stop=True,
+            batch_size=c.attack_batch,
+            rng=self.rng,
+            show_progress=False,
+        )
+        if c.mode == "seed":
+            kwargs = {**SEED_PRESET, **{k: kwargs[k] for k in ("steps", "batch_size", "rng")}}
+            kwargs["show_progress"] = False
+        res = UnrestrictedAttack(self.g, self.d, model, **kwargs)(labels)
+        self.stats["attacked"] += len(res)
+        self.stats["succeeded"] += int(res.success.sum())
+        self.stats["steps_sum"] += int(res.steps.sum())
+        return res
+
+    # -- pooled ---------------------------------------------------------------------------------
+    def _refresh(self, model: nn.Module, step: int) -> None:
+        if self.images.numel() == 0:  # first call: fill the whole pool, classes balanced
+            idx = torch.arange(self.size, device=self.device)
+            perm = torch.randperm(self.size, generator=self.rng, device=self.device)
+            self.labels = (perm % self.k).long()
+            self.images = torch.zeros(self.size, 3, 32, 32, device=self.device)
+        else:
+            n = max(1, int(round(self.cfg.refresh_fraction * self.size)))
+            idx = (self.pointer + torch.arange(n, device=self.device)) % self.size
+            self.pointer = int((self.pointer + n) % self.size)
+        res = self._attack(model, self.labels[idx])
+        self.images[idx] = res.images.to(self.images.dtype)
+        self.z[idx] = res.z.to(self.z.dtype)
+        self.valid[idx] = res.success.to(self.device)
+        if self.cfg.dedup_threshold > 0:
+            self._dedup()
+        self.last_refresh = step
+
+    def _dedup(self) -> None:
+        """Invalidate entries whose latent lies within the threshold of an earlier same-class
+        entry (RMS distance per latent dimension); they are re-attacked at a later refresh."""
+        v = self.valid.nonzero()[:, 0]
+        if v.numel() < 2:
+            return
+        z, y = self.z[v], self.labels[v]
+        dist = torch.cdist(z, z) / self.g.z_dim**0.5
+        same = y[:, None] == y[None, :]
+        close = same & (dist < self.cfg.dedup_threshold)
+        close = torch.triu(close, diagonal=1)
+        dup = close.any(0)
+        self.valid[v[dup]] = False
+
+    def generate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int):
+        n = y.shape[0]
+        if self.cfg.mode == "seed":
+            res = self._attack(model, y).successes()
+            return res.images.to(x.dtype), res.source.to(y.device)
+        if self.images.numel() == 0 or step - self.last_refresh >= self.cfg.refresh_every:
+            self._refresh(model, step)
+        pool = self.valid.nonzero()[:, 0]
+        if pool.numel() == 0:
+            return None
+        pick = pool[torch.randint(pool.numel(), (n,), generator=self.rng, device=self.device)]
+        return self.images[pick].to(x.dtype), self.labels[pick]
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "rng": self.rng.get_state(),
+            "images": self.images,
+            "labels": self.labels,
+            "z": self.z,
+            "valid": self.valid,
+            "pointer": self.pointer,
+            "last_refresh": self.last_refresh,
+            "stats": dict(self.stats),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.set_state(state["rng"])
+        for name in ("images", "labels", "z", "valid"):
+            setattr(self, name, state[name].to(self.device))
+        self.pointer, self.last_refresh = state["pointer"], state["last_refresh"]
+        self.stats = dict(state["stats"])
+
+    def metrics(self) -> dict[str, float]:
+        s = self.stats
+        out: dict[str, float] = {}
+        if s["attacked"]:
+            out["uae_success"] = s["succeeded"] / s["attacked"]
+            out["uae_mean_steps"] = s["steps_sum"] / s["attacked"]
+            out["uae_attacked"] = s["attacked"]
+        if self.cfg.mode == "pooled" and self.images.numel():
+            out["pool_valid"] = self.valid.float().mean().item()
+        return out

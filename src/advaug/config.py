@@ -1,0 +1,482 @@
+"""Typed configs: dataclasses, YAML presets and ``key=value`` overrides.
+
+Every choice the system makes is a field here with a default. A preset (``configs/NAME.yaml``
+inside the package) is a partial dict over :class:`StudyConfig`; command-line overrides such as
+``classifier.optim.lr=0.05`` are applied on top. Unknown keys and invalid values raise a
+:class:`~advaug.errors.ConfigError` whose one line names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from advaug.errors import ConfigError
+
+PRESET_DIR = Path(__file__).resolve().parent / "configs"
+TECHNIQUES = ("none", "fgsm", "gan", "unrestricted")
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"invalid config value {key}: {msg}")
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    """Which images, and how they are split and augmented."""
+
+    name: str = "digits"  # digits | cifar10 | cifar100
+    root: str | None = None  # folder or .tar.gz; None = ./data/<name>
+    download: bool = False  # fetch the official archive (md5-verified) if absent
+    verify: bool = True  # check official md5s; false accepts a well-formed non-official copy
+    val_size: int = 0  # images held out of train for validation (stratified, seeded)
+    train_limit: int = 0  # >0: class-balanced subset of the training split
+    test_limit: int = 0  # >0: class-balanced subset of the test split
+    crop_pad: int = 4  # random-crop padding in pixels (0 = off)
+    pad_mode: Literal["reflect", "zeros"] = "reflect"
+    flip: bool = True  # random horizontal flip
+
+    def validate(self, key: str) -> None:
+        for name in ("val_size", "train_limit", "test_limit", "crop_pad"):
+            _check(getattr(self, name) >= 0, f"{key}.{name}", "must be >= 0")
+
+
+@dataclass
+class RuntimeConfig:
+    """Where and how the computation runs."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA
+    channels_last: Literal["auto", "on", "off"] = "auto"  # auto = on for CUDA
+    compile: bool = False  # torch.compile the training step (falls back to eager on failure)
+    threads: int = 0  # torch CPU threads (0 = leave torch's default)
+    ckpt_every_min: float = 10.0  # also checkpoint every N minutes inside an epoch
+    keep_last: int = 2  # checkpoints kept (plus the best one)
+    progress: bool = True  # progress bars
+
+    def validate(self, key: str) -> None:
+        _check(
+            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            f"{key}.device",
+            f"'{self.device}' is not auto, cpu, cuda or cuda:N",
+        )
+        _check(self.threads >= 0, f"{key}.threads", "must be >= 0")
+        _check(self.ckpt_every_min > 0, f"{key}.ckpt_every_min", "must be > 0")
+        _check(self.keep_last >= 1, f"{key}.keep_last", "must be >= 1")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "densenet-bc-40"  # any name from `advaug models`
+    kwargs: dict[str, Any] = field(default_factory=dict)  # constructor overrides
+
+
+@dataclass
+class OptimConfig:
+    """SGD with Nesterov momentum, a schedule, label smoothing and EMA."""
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: float = 0.0
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions
+    gamma: float = 0.1  # step: factor at each milestone
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # 0 = no EMA; else evaluate with the EMA weights
+
+    def validate(self, key: str) -> None:
+        _check(self.lr > 0, f"{key}.lr", "must be > 0")
+        _check(0 <= self.momentum < 1, f"{key}.momentum", "must be in [0, 1)")
+        _check(self.weight_decay >= 0, f"{key}.weight_decay", "must be >= 0")
+        _check(self.warmup_epochs >= 0, f"{key}.warmup_epochs", "must be >= 0")
+        _check(all(0 < m < 1 for m in self.milestones), f"{key}.milestones", "fractions in (0,1)")
+        _check(0 <= self.label_smoothing < 1, f"{key}.label_smoothing", "must be in [0, 1)")
+        _check(0 <= self.ema_decay < 1, f"{key}.ema_decay", "must be in [0, 1)")
+
+
+@dataclass
+class FGSMAugConfig:
+    """FGSM augmentation: the seed draws one eps ~ U(eps_min, eps_max) per batch."""
+
+    kind: Literal["step-ll", "fgsm", "ffgsm"] = "fgsm"
+    eps_min: float = 8 / 255
+    eps_max: float = 8 / 255
+
+    def validate(self, key: str) -> None:
+        _check(self.eps_min >= 0, f"{key}.eps_min", "must be >= 0")
+        _check(self.eps_max >= self.eps_min, f"{key}.eps_max", "must be >= eps_min")
+        _check(self.eps_max <= 1, f"{key}.eps_max", "must be <= 1 (budgets are in [0,1] units)")
+
+
+@dataclass
+class GANAugConfig:
+    """Plain AC-GAN samples G(z, y) for the batch's labels, optionally filtered."""
+
+    filter_ac: bool = False  # keep only samples whose AC head predicts y
+    min_confidence: float = 0.0  # and whose AC softmax for y is at least this
+
+    def validate(self, key: str) -> None:
+        _check(0 <= self.min_confidence <= 1, f"{key}.min_confidence", "must be in [0, 1]")
+
+
+@dataclass
+class UnrestrictedAugConfig:
+    """Unrestricted adversarial examples from a cached, periodically refreshed latent pool."""
+
+    mode: Literal["pooled", "seed"] = "pooled"  # seed = attack every batch for `steps` steps
+    pool_size: int = 1024
+    refresh_fraction: float = 0.25  # share of the pool re-attacked at each refresh
+    refresh_every: int = 50  # optimiser steps between refreshes
+    steps: int = 20  # latent steps per attack
+    optimizer: Literal["adam", "sgd-noise"] = "adam"
+    lr: float = 0.05
+    lambda1: float = 0.1  # z-proximity weight
+    lambda2: float = 0.1  # AC-head weight
+    z_eps: float = 0.1
+    noise_eps: float = 0.0  # pixel noise (0 = off)
+    attack_batch: int = 512
+    dedup_threshold: float = 0.0  # >0: redraw pool entries whose latents collapse together
+
+    def validate(self, key: str) -> None:
+        for name in ("pool_size", "refresh_every", "steps", "attack_batch"):
+            _check(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
+        _check(0 < self.refresh_fraction <= 1, f"{key}.refresh_fraction", "must be in (0, 1]")
+        _check(self.lr > 0, f"{key}.lr", "must be > 0")
+        for name in ("lambda1", "lambda2", "z_eps", "noise_eps", "dedup_threshold"):
+            _check(getattr(self, name) >= 0, f"{key}.{name}", "must be >= 0")
+
+
+@dataclass
+class AugmentConfig:
+    """L = (n_c·CE_clean + λ·n_a·CE_aug) / (n_c + λ·n_a), n_a = floor(prop·B)."""
+
+    technique: str = "none"  # none | fgsm | gan | unrestricted
+    prop: float = 0.5  # share of the batch that comes from the technique
+    adv_weight: float = 1.0  # λ
+    mode: Literal["replace", "append"] = "replace"  # seed: replace part of the real batch
+    bn: Literal["joint", "separate"] = "joint"  # seed: separate BN passes for the two parts
+    fgsm: FGSMAugConfig = field(default_factory=FGSMAugConfig)
+    gan: GANAugConfig = field(default_factory=GANAugConfig)
+    unrestricted: UnrestrictedAugConfig = field(default_factory=UnrestrictedAugConfig)
+
+    def validate(self, key: str) -> None:
+        _check(
+            self.technique in TECHNIQUES,
+            f"{key}.technique",
+            f"unknown technique '{self.technique}'; choose one of {', '.join(TECHNIQUES)}",
+        )
+        _check(0 <= self.prop <= 1, f"{key}.prop", f"{self.prop} is outside [0, 1]")
+        _check(self.adv_weight >= 0, f"{key}.adv_weight", "must be >= 0")
+
+
+@dataclass
+class ClassifierConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 256
+
+    def validate(self, key: str) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            _check(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
+
+
+@dataclass
+class GANConfig:
+    """AC-GAN with gradient penalty (seed: width 256, z 256; Song et al.: z 128 + one-hot)."""
+
+    z_dim: int = 128
+    width: int = 128
+    concat_onehot: bool = False
+    bn_stats: Literal["running", "batch"] = "running"
+    ac_dropout: float = 0.0
+    spectral_norm: bool = False
+    iters: int = 1000  # generator iterations (1 G step + n_critic D steps)
+    batch_size: int = 64  # real images per critic step
+    g_batch_mult: int = 2  # G step batch = g_batch_mult * batch_size
+    n_critic: int = 5
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.0
+    beta2: float = 0.9
+    lr_decay: Literal["linear", "constant"] = "linear"
+    gp_weight: float = 10.0
+    per_pixel_alpha: bool = False
+    ac_scale_d: float = 1.0
+    ac_scale_g: float = 0.1
+    ac_on_fake: bool = False
+    dequantize: bool = True
+    flip: bool = False  # random horizontal flip of real images
+    ema_decay: float = 0.999  # 0 = no EMA of G
+    ema_start: int = 0  # iteration at which the EMA starts tracking
+    sample_every: int = 200  # fixed-noise grids every N iterations
+    eval_every: int = 200  # AC accuracy on the test split every N iterations
+    ckpt_every: int = 200  # checkpoint every N iterations (and every ckpt_every_min minutes)
+    standing_batches: int = 20  # batches for standing BN statistics after training
+
+    def validate(self, key: str) -> None:
+        for name in ("z_dim", "width", "iters", "batch_size", "g_batch_mult", "n_critic"):
+            _check(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
+        for name in ("sample_every", "eval_every", "ckpt_every", "standing_batches"):
+            _check(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
+        _check(self.lr_g > 0 and self.lr_d > 0, f"{key}.lr_g/lr_d", "must be > 0")
+        _check(0 <= self.ac_dropout < 1, f"{key}.ac_dropout", "must be in [0, 1)")
+        _check(0 <= self.ema_decay < 1, f"{key}.ema_decay", "must be in [0, 1)")
+        _check(self.gp_weight >= 0, f"{key}.gp_weight", "must be >= 0")
+
+
+@dataclass
+class EvalConfig:
+    """The evaluation protocol applied to every classifier of a study."""
+
+    fgsm_eps: list[float] = field(default_factory=lambda: [2 / 255, 4 / 255, 8 / 255])
+    pgd_eps: float = 8 / 255
+    pgd_alpha: float = 2 / 255
+    pgd_steps: int = 10
+    pgd_restarts: int = 1
+    robust_samples: int = 1000  # test images used for FGSM/PGD (class-balanced; 0 = all)
+    autoattack: bool = False  # needs torchattacks
+    gan_samples_per_class: int = 20  # accuracy on clean AC-GAN samples
+    uae_samples: int = 200  # unrestricted-attack success at a fixed budget
+    uae_steps: int = 20
+    batch_size: int = 256
+
+    def validate(self, key: str) -> None:
+        _check(all(e >= 0 for e in self.fgsm_eps), f"{key}.fgsm_eps", "every eps must be >= 0")
+        _check(self.pgd_eps >= 0, f"{key}.pgd_eps", "must be >= 0")
+        for name in ("pgd_steps", "pgd_restarts", "uae_steps", "batch_size"):
+            _check(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
+        for name in ("robust_samples", "gan_samples_per_class", "uae_samples"):
+            _check(getattr(self, name) >= 0, f"{key}.{name}", "must be >= 0")
+
+
+@dataclass
+class StudyConfig:
+    """The whole comparison; `train-gan` and `train-classifier` read their sections of it."""
+
+    name: str = "study"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    gan: GANConfig = field(default_factory=GANConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    techniques: list[str] = field(default_factory=lambda: list(TECHNIQUES))
+    seeds: list[int] = field(default_factory=lambda: [0])
+    reference_model: ModelConfig = field(default_factory=lambda: ModelConfig(name="wrn-16-4"))
+    reference_epochs: int = 0  # 0 = same as classifier.epochs
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self, key: str) -> None:
+        for t in self.techniques:
+            _check(
+                t in TECHNIQUES,
+                "techniques",
+                f"unknown technique '{t}'; choose from {', '.join(TECHNIQUES)}",
+            )
+        _check(len(self.techniques) > 0, "techniques", "needs at least one technique")
+        _check(len(self.seeds) > 0, "seeds", "needs at least one seed")
+        _check(self.reference_epochs >= 0, "reference_epochs", "must be >= 0")
+
+
+# --------------------------------------------------------------------------------------------
+# Generic machinery
+# --------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check (and gently coerce) ``value`` against the annotation ``tp``."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        if value not in get_args(tp):
+            allowed = ", ".join(str(a) for a in get_args(tp))
+            raise ConfigError(f"invalid config value {key}={value!r}: choose one of {allowed}")
+        return value
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            if type(None) in get_args(tp):
+                return None
+            raise ConfigError(f"invalid config value {key}: null is not allowed")
+        return _coerce(value, args[0], key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"invalid config value {key}: expected a mapping, got {value!r}")
+        return _from_dict(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"invalid config value {key}={value!r}: expected a list")
+        (item_tp,) = get_args(tp)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"invalid config value {key}={value!r}: expected a mapping")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"invalid config value {key}={value!r}: expected true or false")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"invalid config value {key}={value!r}: expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"invalid config value {key}={value!r}: expected a number")
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"invalid config value {key}={value!r}: expected a finite number")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"invalid config value {key}={value!r}: expected a string")
+        return value
+    if tp is Any:
+        return value
+    raise ConfigError(f"invalid config value {key}: unsupported type {_type_name(tp)}")
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in names:
+            where = f"{prefix}.{k}" if prefix else k
+            raise ConfigError(
+                f"unknown config key '{where}'; known keys here: {', '.join(sorted(names))}"
+            )
+    obj = cls()
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if dataclasses.is_dataclass(hints[k]) and isinstance(v, dict):
+            v = _merge_into(getattr(obj, k), v, key)
+        else:
+            v = _coerce(v, hints[k], key)
+        setattr(obj, k, v)
+    return obj
+
+
+def _merge_into(obj: Any, data: dict[str, Any], prefix: str) -> Any:
+    """A copy of dataclass ``obj`` with ``data`` applied on top (nested merge)."""
+    base = to_dict(obj)
+    _deep_update(base, data)
+    return _from_dict(type(obj), base, prefix)
+
+
+def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "kwargs":
+            _deep_update(base[k], v)
+        else:
+            base[k] = v
+
+
+def validate(cfg: Any, key: str = "") -> Any:
+    """Run every section's ``validate`` hook (deepest first); returns ``cfg``."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            validate(v, f"{key}.{f.name}" if key else f.name)
+    hook = getattr(cfg, "validate", None)
+    if hook is not None:
+        hook(key)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    return validate(_from_dict(cls, data or {}))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c=[1,2]"]`` into a nested dict; values are parsed as YAML."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not key=value (e.g. classifier.epochs=5)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override '{item}' has an empty key (e.g. classifier.epochs=5)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}' conflicts with an earlier override")
+        node[parts[-1]] = value
+    return out
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The raw dict of a preset (a packaged name, or a path to a YAML file)."""
+    path = Path(name)
+    if path.suffix not in (".yaml", ".yml"):
+        path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"unknown preset '{name}'; choose one of {', '.join(list_presets())} "
+            "or give a .yaml path"
+        )
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"preset {path} is not valid YAML: {str(e).splitlines()[0]}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset {path} must be a mapping at the top level")
+    return data
+
+
+def build_config(preset: str | None = "demo", overrides: list[str] | None = None) -> StudyConfig:
+    """Preset, then overrides, then validation."""
+    data = load_preset(preset) if preset else {}
+    _deep_update(data, parse_overrides(overrides or []))
+    return from_dict(StudyConfig, data)
+
+
+def config_hash(obj: Any) -> str:
+    """A short, stable hash of a config (section) for caching finished stages."""
+    payload = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def dump_yaml(obj: Any) -> str:
+    payload = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
+    return yaml.safe_dump(payload, sort_keys=False)

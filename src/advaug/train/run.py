@@ -1,0 +1,156 @@
+"""A run is a folder: config.yaml, metrics.jsonl, TensorBoard events, checkpoints/, samples/,
+and result.json once finished.
+
+Only rank 0 writes. A run is *finished* exactly when ``result.json`` exists (it is written
+atomically, last). On resume from a checkpoint at step S, ``metrics.jsonl`` is cut back to the
+records with ``step <= S`` and TensorBoard purges events after S, so the resumed run logs every
+later step exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from advaug.config import config_hash, dump_yaml
+from advaug.errors import ConfigError
+from advaug.log import get_logger
+from advaug.train.checkpoint import CheckpointManager, atomic_write_text
+
+log = get_logger(__name__)
+
+
+def _jsonable(v: Any) -> Any:
+    if hasattr(v, "item") and getattr(v, "numel", lambda: 2)() == 1:
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+class Run:
+    """The folder of one training run (classifier or GAN)."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        config: Any,
+        *,
+        kind: str,
+        keep_last: int = 2,
+        write: bool = True,
+        tensorboard: bool = True,
+    ):
+        self.folder = Path(folder)
+        self.config = config
+        self.kind = kind
+        self.write = write
+        self.hash = config_hash(config)
+        self._tb = None
+        self._tb_enabled = tensorboard
+        self.checkpoints = CheckpointManager(
+            self.folder / "checkpoints", keep_last, meta={"config_hash": self.hash, "kind": kind}
+        )
+        if write:
+            self._open()
+
+    def _open(self) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / "samples").mkdir(exist_ok=True)
+        except OSError as e:
+            raise ConfigError(
+                f"cannot create run folder {self.folder} ({e.strerror}); choose a writable --out"
+            ) from e
+        cfg_path = self.folder / "config.yaml"
+        text = dump_yaml(self.config)
+        if cfg_path.is_file():
+            old = cfg_path.read_text()
+            if old != text:
+                raise ConfigError(
+                    f"{self.folder} holds a run with a different config; "
+                    "use another --out folder or delete that one"
+                )
+        else:
+            atomic_write_text(cfg_path, text)
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return (self.folder / "result.json").is_file()
+
+    def result(self) -> dict[str, Any]:
+        return json.loads((self.folder / "result.json").read_text())
+
+    def resume_from(self, step: int) -> None:
+        """Cut metrics after ``step`` (they will be logged again) and purge TensorBoard."""
+        if not self.write:
+            return
+        path = self.folder / "metrics.jsonl"
+        if path.is_file():
+            kept = []
+            for line in path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except ValueError:  # a line cut by a kill
+                    continue
+                if rec.get("step", 0) <= step:
+                    kept.append(line)
+            atomic_write_text(path, "".join(k + "\n" for k in kept))
+        self._tb_purge = step + 1
+
+    # -- logging ----------------------------------------------------------------------------
+    @property
+    def tb(self):
+        if not (self.write and self._tb_enabled):
+            return None
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # pragma: no cover - tensorboard is a dependency
+                self._tb_enabled = False
+                return None
+            self._tb = SummaryWriter(
+                str(self.folder / "tb"), purge_step=getattr(self, "_tb_purge", None)
+            )
+        return self._tb
+
+    def log(self, step: int, split: str, metrics: dict[str, Any]) -> None:
+        """Append one record to metrics.jsonl and to TensorBoard (``split/name``)."""
+        if not self.write:
+            return
+        rec = {"step": step, "split": split, **{k: _jsonable(v) for k, v in metrics.items()}}
+        with open(self.folder / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        tb = self.tb
+        if tb is not None:
+            for k, v in rec.items():
+                if k not in ("step", "split") and isinstance(v, int | float):
+                    tb.add_scalar(f"{split}/{k}", v, step)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.folder / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def finish(self, result: dict[str, Any]) -> None:
+        """Write result.json (atomically, last): the run is finished."""
+        if not self.write:
+            return
+        payload = {"kind": self.kind, "config_hash": self.hash, **result}
+        atomic_write_text(self.folder / "result.json", json.dumps(payload, indent=2, default=str))
+        self.close()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None

@@ -1,0 +1,24 @@
+"""Test-wide settings: one torch thread per process (two busy 2-thread processes on a 2-core
+machine run 10x slower), deterministic algorithms, and the real-data location."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+torch.set_num_interop_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CIFAR100 = Path(os.environ.get("ADVAUG_CIFAR100", ROOT.parent / "shared/data/cifar-100-python"))
+
+
+@pytest.fixture
+def cifar100_root() -> Path:
+    """The real CIFAR-100 folder, or a skip that says why."""
+    if not (SHARED_CIFAR100 / "train").is_file():
+        pytest.skip(f"real CIFAR-100 not found at {SHARED_CIFAR100} (set ADVAUG_CIFAR100)")
+    return SHARED_CIFAR100

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from advaug.augment.base import forward_mixed, mixed_loss, split_batch
+
+
+def test_mixed_loss_matches_the_seed_formula_by_hand():
+    # seed defaults: B=64, prop=0.5 -> n_a=n_c=32, lambda=0.3: (Lc + 0.3 La) / 1.3
+    lc, la = torch.tensor(2.0), torch.tensor(5.0)
+    got = mixed_loss(lc, la, 32, 32, 0.3)
+    assert got.item() == pytest.approx((32 * 2.0 + 0.3 * 32 * 5.0) / (32 + 0.3 * 32))
+    assert got.item() == pytest.approx((2.0 + 0.3 * 5.0) / 1.3)
+
+
+def test_mixed_loss_edge_cases():
+    lc, la = torch.tensor(1.5), torch.tensor(4.0)
+    assert mixed_loss(lc, None, 10, 0, 1.0).item() == 1.5
+    assert mixed_loss(lc, la, 10, 0, 1.0).item() == 1.5
+    assert mixed_loss(lc, la, 0, 5, 1.0).item() == 4.0
+    # lambda = 1 is the plain mean over all examples
+    assert mixed_loss(lc, la, 3, 1, 1.0).item() == pytest.approx((3 * 1.5 + 4.0) / 4)
+
+
+@settings(max_examples=50, deadline=None)
+@given(b=st.integers(1, 64), prop=st.floats(0, 1), mode=st.sampled_from(["replace", "append"]))
+def test_split_sizes(b, prop, mode):
+    x = torch.arange(b).float()[:, None]
+    y = torch.arange(b)
+    s = split_batch(x, y, prop, mode)
+    n_a = math.floor(prop * b)
+    assert s.x_src.shape[0] == n_a
+    if mode == "replace":
+        assert s.x_clean.shape[0] == b - n_a
+        # the replaced examples are not also used clean
+        assert set(s.y_src.tolist()).isdisjoint(s.y_clean.tolist())
+    else:
+        assert s.x_clean.shape[0] == b
+
+
+def _tiny():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 3)
+    )
+
+
+def test_forward_mixed_equals_hand_computation_in_joint_mode():
+    model = _tiny().train()
+    xc, yc = torch.randn(6, 3, 2, 2), torch.randint(3, (6,))
+    xa, ya = torch.randn(2, 3, 2, 2), torch.randint(3, (2,))
+    loss, stats = forward_mixed(model, xc, yc, (xa, ya), weight=0.3, bn="joint")
+    logits = model(torch.cat([xc, xa]))
+    lc = F.cross_entropy(logits[:6], yc)
+    la = F.cross_entropy(logits[6:], ya)
+    assert loss.item() == pytest.approx(((6 * lc + 0.3 * 2 * la) / (6 + 0.6)).item(), rel=1e-6)
+    assert stats["clean_n"].item() == 6 and stats["aug_n"].item() == 2
+
+
+def test_separate_mode_uses_separate_batch_statistics():
+    model = _tiny().train()
+    xc, yc = torch.randn(6, 3, 2, 2), torch.randint(3, (6,))
+    xa, ya = torch.randn(4, 3, 2, 2) * 5 + 3, torch.randint(3, (4,))
+    joint, _ = forward_mixed(model, xc, yc, (xa, ya), weight=1.0, bn="joint")
+    sep, _ = forward_mixed(model, xc, yc, (xa, ya), weight=1.0, bn="separate")
+    hand = (6 * F.cross_entropy(model(xc), yc) + 4 * F.cross_entropy(model(xa), ya)) / 10
+    assert sep.item() == pytest.approx(hand.item(), rel=1e-6)
+    assert abs(joint.item() - sep.item()) > 1e-4

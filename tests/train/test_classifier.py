@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from advaug.config import build_config
+from advaug.errors import CheckpointError, ConfigError
+from advaug.train.checkpoint import load_file
+from advaug.train.classifier import ClassifierJob, Interrupted, load_classifier, train_classifier
+from advaug.train.data_setup import load_splits
+
+
+def _job(technique: str = "none", **over) -> ClassifierJob:
+    cfg = build_config("smoke", [f"classifier.augment.technique={technique}", *over.pop("o", [])])
+    return ClassifierJob(
+        data=cfg.data, runtime=cfg.runtime, classifier=cfg.classifier, seed=0, **over
+    )
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return load_splits(build_config("smoke").data)
+
+
+def _weights(folder):
+    return load_file(folder / "checkpoints" / "final.pt")["model"]
+
+
+@pytest.mark.parametrize("technique", ["none", "fgsm"])
+def test_interrupted_then_resumed_run_is_bit_identical(tmp_path, splits, technique):
+    job = _job(technique, ckpt_every_steps=4)
+    full = train_classifier(job, tmp_path / "full", splits=splits)
+    with pytest.raises(Interrupted):
+        train_classifier(job, tmp_path / "cut", splits=splits, stop_after=6)  # mid-epoch 1
+    with pytest.raises(Interrupted):
+        train_classifier(job, tmp_path / "cut", splits=splits, stop_after=13)  # mid-epoch 2
+    resumed = train_classifier(job, tmp_path / "cut", splits=splits)
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert resumed["test_top1"] == full["test_top1"]
+    # metrics.jsonl: every epoch logged exactly once
+    import json
+
+    recs = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r["epoch"] for r in recs if r["split"] == "train"]
+    assert epochs == [1, 2]
+
+
+def test_ema_and_label_smoothing_resume_too(tmp_path, splits):
+    job = _job("none", o=["classifier.optim.ema_decay=0.9", "classifier.optim.label_smoothing=0.1"])
+    train_classifier(job, tmp_path / "full", splits=splits)
+    with pytest.raises(Interrupted):
+        train_classifier(job, tmp_path / "cut", splits=splits, stop_after=5)
+    train_classifier(job, tmp_path / "cut", splits=splits)
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_finished_run_is_not_redone(tmp_path, splits):
+    job = _job()
+    first = train_classifier(job, tmp_path / "r", splits=splits)
+    mtime = (tmp_path / "r" / "result.json").stat().st_mtime_ns
+    again = train_classifier(job, tmp_path / "r", splits=splits)
+    assert again["test_top1"] == first["test_top1"]
+    assert (tmp_path / "r" / "result.json").stat().st_mtime_ns == mtime
+
+
+def test_a_run_folder_with_another_config_is_refused(tmp_path, splits):
+    train_classifier(_job(), tmp_path / "r", splits=splits)
+    other = _job(o=["classifier.epochs=1"])
+    with pytest.raises(ConfigError, match="different config"):
+        train_classifier(other, tmp_path / "r", splits=splits)
+
+
+def test_learns_digits_far_above_chance(tmp_path):
+    cfg = build_config(
+        "smoke",
+        ["data.train_limit=0", "data.test_limit=0", "classifier.epochs=8", "classifier.optim.lr=0.1"],
+    )
+    job = ClassifierJob(data=cfg.data, runtime=cfg.runtime, classifier=cfg.classifier, seed=0)
+    res = train_classifier(job, tmp_path / "r")
+    assert res["test_top1"] > 0.5  # chance is 0.1
+
+
+def test_batch_larger_than_data_is_a_config_error(tmp_path, splits):
+    job = _job(o=["classifier.batch_size=5000"])
+    with pytest.raises(ConfigError, match="batch_size"):
+        train_classifier(job, tmp_path / "r", splits=splits)
+    assert not (tmp_path / "r" / "result.json").exists()
+
+
+def test_gan_technique_without_gan_is_a_config_error(tmp_path, splits):
+    with pytest.raises(ConfigError, match="--gan"):
+        train_classifier(_job("gan"), tmp_path / "r", splits=splits)
+
+
+def test_load_classifier_round_trip_and_mismatch(tmp_path, splits):
+    train_classifier(_job(), tmp_path / "r", splits=splits)
+    model = load_classifier(tmp_path / "r")
+    assert model.num_classes == 10 and not model.training
+    # a checkpoint whose weights do not fit the recorded architecture
+    state = load_file(tmp_path / "r" / "checkpoints" / "final.pt")
+    state["arch_kwargs"] = {**state["arch_kwargs"], "width": 16}
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_classifier(bad)
+
+
+def test_job_is_a_plain_dataclass():
+    assert dataclasses.is_dataclass(ClassifierJob)

@@ -1,0 +1,324 @@
+"""The results table: technique × metric, mean ± std over seeds, plus the cost of each technique.
+
+``build_table`` aggregates; ``write_tables`` writes ``results.json`` (everything, per seed),
+``results.csv`` (one row per technique) and ``results.md`` (percentages and a protocol list);
+``table_text`` is the compact version for a terminal.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advaug.report.files import write_text
+from advaug.report.format import DASH, fmt_stat, is_percent, label, order_metrics, row_ref
+from advaug.report.load import StudyData, num
+
+BASELINE = "none"
+COST_PROTOCOL = (
+    "seconds per epoch = classifier training wall-clock / epochs (from each model's eval cost, "
+    "else its result.json), mean ± std over seeds; ratio = mean(technique) / mean(none)"
+)
+
+
+@dataclass
+class Stat:
+    """Mean, sample std (ddof=1; ``None`` below two values) and count of the finite values."""
+
+    mean: float | None
+    std: float | None
+    n: int
+    values: list[dict[str, Any]] = field(default_factory=list)  # {"model", "seed", "value"}
+    protocol: str | None = None
+
+    @classmethod
+    def of(cls, values: list[dict[str, Any]], protocol: str | None = None) -> Stat:
+        xs = [v["value"] for v in values if v["value"] is not None]
+        mean = statistics.fmean(xs) if xs else None
+        std = statistics.stdev(xs) if len(xs) >= 2 else None
+        return cls(mean, std, len(xs), values, protocol)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mean": self.mean, "std": self.std, "n": self.n}
+        out["values"] = self.values
+        if self.protocol is not None:
+            out["protocol"] = self.protocol
+        return out
+
+
+@dataclass
+class ResultsTable:
+    """The aggregated study: ``cells[technique][metric]`` and the cost per technique."""
+
+    techniques: list[str]
+    metrics: list[str]
+    cells: dict[str, dict[str, Stat]]
+    protocols: dict[str, dict[str, list[str]]]  # metric → protocol → models using it
+    seconds_per_epoch: dict[str, Stat]
+    train_seconds: dict[str, Stat]
+    ratio: dict[str, float | None]
+    models: dict[str, list[str]]  # technique → models with an evaluation
+    cost_protocol: str = COST_PROTOCOL
+
+    def protocol_line(self, metric: str) -> str:
+        """The metric's protocol; when models differ, each variant with the models using it."""
+        variants = self.protocols.get(metric, {})
+        if not variants:
+            return "protocol not recorded"
+        if len(variants) == 1:
+            return next(iter(variants))
+        return "; ".join(f"{p} [{', '.join(ms)}]" for p, ms in variants.items())
+
+
+def _runtime_summary(study: StudyData) -> str:
+    seen: dict[str, None] = {}
+    for m in study.models:
+        rt = (m.result or {}).get("runtime")
+        if isinstance(rt, dict) and rt.get("device"):
+            ws = rt.get("world_size", 1)
+            ranks = f", {ws} ranks" if ws != 1 else ""
+            seen[f"{rt['device']}, {rt.get('precision', '?')}{ranks}"] = None
+    return "; ".join(seen)
+
+
+def build_table(study: StudyData) -> ResultsTable:
+    """Aggregate the evaluations of ``study`` per technique (in the study's order)."""
+    techniques = study.techniques
+    keys: set[str] = set()
+    for m in study.models:
+        keys.update(m.metrics)
+    metrics = order_metrics(keys)
+    cells: dict[str, dict[str, Stat]] = {}
+    protocols: dict[str, dict[str, list[str]]] = {k: {} for k in metrics}
+    spe: dict[str, Stat] = {}
+    train_s: dict[str, Stat] = {}
+    evaluated: dict[str, list[str]] = {}
+    for t in techniques:
+        runs = study.by_technique(t)
+        with_eval = [m for m in runs if m.eval is not None]
+        evaluated[t] = [m.name for m in with_eval]
+        cells[t] = {}
+        for k in metrics:
+            vals, protos = [], []
+            for m in with_eval:
+                entry = m.metrics.get(k)
+                if isinstance(entry, int | float | str):  # a bare value, without protocol
+                    entry = {"value": entry}
+                if not isinstance(entry, dict):
+                    continue
+                vals.append({"model": m.name, "seed": m.seed, "value": num(entry.get("value"))})
+                p = entry.get("protocol")
+                if p:
+                    protocols[k].setdefault(str(p), []).append(m.name)
+                    protos.append(str(p))
+            proto = " | ".join(dict.fromkeys(protos)) or None
+            cells[t][k] = Stat.of(vals, proto)
+        costs = [(m, m.cost()) for m in runs]
+        spe[t] = Stat.of(
+            [{"model": m.name, "seed": m.seed, "value": c["seconds_per_epoch"]} for m, c in costs]
+        )
+        train_s[t] = Stat.of(
+            [{"model": m.name, "seed": m.seed, "value": c["train_seconds"]} for m, c in costs]
+        )
+    base = spe.get(BASELINE)
+    ratio = {
+        t: (s.mean / base.mean if s.mean is not None and base and base.mean else None)
+        for t, s in spe.items()
+    }
+    proto = COST_PROTOCOL
+    rts = _runtime_summary(study)
+    if rts:
+        proto += f"; measured on {rts}"
+    return ResultsTable(
+        techniques, metrics, cells, protocols, spe, train_s, ratio, evaluated, proto
+    )
+
+
+# -- writers ---------------------------------------------------------------------------------
+
+
+def to_json(table: ResultsTable, study: StudyData) -> dict[str, Any]:
+    """The machine-readable results: every cell with its per-seed values and protocol."""
+    meta = study.meta
+    return {
+        "study": study.name,
+        "dataset": meta.get("dataset"),
+        "preset": meta.get("preset"),
+        "num_classes": meta.get("num_classes"),
+        "seeds": study.seeds,
+        "techniques": table.techniques,
+        "metrics": table.metrics,
+        "units": {k: ("fraction" if is_percent(k) else "value") for k in table.metrics},
+        "protocols": {k: table.protocol_line(k) for k in table.metrics},
+        "table": {
+            t: {k: table.cells[t][k].to_json() for k in table.metrics} for t in table.techniques
+        },
+        "cost": {
+            t: {
+                "seconds_per_epoch": table.seconds_per_epoch[t].to_json(),
+                "train_seconds": table.train_seconds[t].to_json(),
+                "ratio_to_none": table.ratio[t],
+            }
+            for t in table.techniques
+        },
+        "cost_protocol": table.cost_protocol,
+        "models": [
+            {
+                "name": m.name,
+                "technique": m.technique,
+                "seed": m.seed,
+                "checkpoint": m.checkpoint,
+                "evaluated": m.eval is not None,
+            }
+            for m in study.models
+        ],
+        "missing": study.notes,
+    }
+
+
+def to_csv(table: ResultsTable) -> str:
+    """One row per technique: ``n_models``, ``<metric>_mean``, ``<metric>_std``, then cost."""
+    header = ["technique", "n_models"]
+    for k in table.metrics:
+        header += [f"{k}_mean", f"{k}_std"]
+    header += ["seconds_per_epoch_mean", "seconds_per_epoch_std", "cost_ratio_to_none"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+
+    def cell(v: float | None) -> str:
+        return "" if v is None else repr(float(v))
+
+    for t in table.techniques:
+        row: list[str] = [t, str(len(table.models[t]))]
+        for k in table.metrics:
+            s = table.cells[t][k]
+            row += [cell(s.mean), cell(s.std)]
+        s = table.seconds_per_epoch[t]
+        row += [cell(s.mean), cell(s.std), cell(table.ratio[t])]
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def cell_text(table: ResultsTable, t: str, k: str, pct_digits: int = 2) -> str:
+    """``mean ± std`` of one cell in its row's precision, with ``(n=k)`` when values are
+    missing for some models."""
+    s = table.cells[t][k]
+    ref = row_ref([table.cells[u][k].mean for u in table.techniques])
+    text = fmt_stat(k, s.mean, s.std, pct_digits, ref)
+    if s.mean is not None and s.n < len(table.models[t]):
+        text += f" (n={s.n})"
+    return text
+
+
+def _spe_ref(table: ResultsTable) -> float | None:
+    return row_ref([s.mean for s in table.seconds_per_epoch.values()])
+
+
+def _ratio(r: float | None) -> str:
+    return DASH if r is None else f"×{r:.2f}"
+
+
+def header(k: str) -> str:
+    """A column header: the metric's label, with (%) for percentages."""
+    return f"{label(k)} (%)" if is_percent(k) else label(k)
+
+
+def to_markdown(table: ResultsTable, study: StudyData) -> str:
+    """``results.md``: the table (percentages), the protocol of every column, the models."""
+    meta = study.meta
+    seeds = ", ".join(str(s) for s in study.seeds) or DASH
+    lines = [
+        f"# Results: {study.name}",
+        "",
+        f"Dataset {meta.get('dataset', DASH)}, preset {meta.get('preset', DASH)}, "
+        f"seeds {seeds}. Cells are mean ± std over seeds (sample std, ddof=1; no std with "
+        "one seed); (n=k) marks a cell with fewer values than models.",
+        "",
+    ]
+    cols = ["Technique", "Models"] + [header(k) for k in table.metrics]
+    cols += ["Seconds/epoch", "Cost vs none"]
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|")
+    for t in table.techniques:
+        row = [f"`{t}`", str(len(table.models[t]))]
+        row += [cell_text(table, t, k) for k in table.metrics]
+        s = table.seconds_per_epoch[t]
+        row += [fmt_stat("seconds", s.mean, s.std, ref=_spe_ref(table)), _ratio(table.ratio[t])]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "## Protocol", ""]
+    for k in table.metrics:
+        lines.append(f"- **{header(k)}** (`{k}`): {table.protocol_line(k)}")
+    lines.append(f"- **Seconds/epoch, cost vs none**: {table.cost_protocol}")
+    lines += ["", "## Models", ""]
+    lines.append("| Model | Technique | Seed | Evaluated | Checkpoint |")
+    lines.append("|---|---|---:|---|---|")
+    for m in study.models:
+        seed = DASH if m.seed is None else str(m.seed)
+        ev = "yes" if m.eval is not None else "**no**"
+        lines.append(f"| {m.name} | {m.technique} | {seed} | {ev} | {m.checkpoint or DASH} |")
+    if study.notes:
+        lines += ["", "## Missing", ""] + [f"- {n}" for n in study.notes]
+    return "\n".join(lines) + "\n"
+
+
+def table_text(table: ResultsTable, study: StudyData, width: int = 100) -> str:
+    """A terminal table, metrics × techniques (percent with one decimal), at most ``width``
+    columns wide; more techniques than fit are split into blocks."""
+    rows: list[tuple[str, dict[str, str]]] = [
+        ("models evaluated", {t: str(len(table.models[t])) for t in table.techniques})
+    ]
+    for k in table.metrics:
+        name = f"{k} %" if is_percent(k) else k
+        rows.append((name, {t: cell_text(table, t, k, 1) for t in table.techniques}))
+    rows.append(
+        (
+            "s/epoch",
+            {
+                t: fmt_stat("seconds", s.mean, s.std, ref=_spe_ref(table))
+                for t, s in table.seconds_per_epoch.items()
+            },
+        )
+    )
+    rows.append(("cost vs none", {t: _ratio(table.ratio[t]) for t in table.techniques}))
+    first = max(len(r[0]) for r in rows)
+    colw = {t: max([len(t)] + [len(r[1][t]) for r in rows]) for t in table.techniques}
+    blocks: list[list[str]] = [[]]
+    used = first
+    for t in table.techniques:
+        if blocks[-1] and used + 2 + colw[t] > width:
+            blocks.append([])
+            used = first
+        blocks[-1].append(t)
+        used += 2 + colw[t]
+    seeds = ",".join(str(s) for s in study.seeds) or DASH
+    meta = study.meta
+    out = [
+        f"{study.name}: {meta.get('dataset', DASH)}, preset {meta.get('preset', DASH)}, "
+        f"seeds {seeds} (mean ± std over seeds)"
+    ]
+    for block in blocks:
+        out.append("")
+        out.append(f"{'':<{first}}" + "".join(f"  {t:>{colw[t]}}" for t in block))
+        for name, vals in rows:
+            out.append(f"{name:<{first}}" + "".join(f"  {vals[t]:>{colw[t]}}" for t in block))
+    if study.notes:
+        out.append("")
+        out += [f"missing: {n}" for n in study.notes]
+    return "\n".join(out)
+
+
+def write_tables(table: ResultsTable, study: StudyData, out_dir: Path) -> dict[str, Path]:
+    """Write ``results.json``, ``results.csv`` and ``results.md`` into ``out_dir``."""
+    return {
+        "json": write_text(
+            out_dir / "results.json", json.dumps(to_json(table, study), indent=2) + "\n"
+        ),
+        "csv": write_text(out_dir / "results.csv", to_csv(table)),
+        "md": write_text(out_dir / "results.md", to_markdown(table, study)),
+    }

@@ -1,0 +1,169 @@
+"""The results table against hand computations, and its three files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from advaug.report.load import load_study
+from advaug.report.tables import (
+    Stat,
+    build_table,
+    table_text,
+    to_csv,
+    to_json,
+    to_markdown,
+    write_tables,
+)
+
+from .synth import PROTO, make_study
+
+SQRT2 = math.sqrt(2)
+
+
+def test_mean_and_std_by_hand(study_dir: Path):
+    t = build_table(load_study(study_dir))
+    assert t.techniques == ["none", "fgsm"]
+    assert t.metrics[:3] == ["clean_top1", "clean_top5", "fgsm@2/255"]
+    c = t.cells["none"]["clean_top1"]  # 0.50, 0.54
+    assert c.mean == pytest.approx(0.52)
+    assert c.std == pytest.approx(0.02 * SQRT2)  # sqrt(2 · 0.02² / (2 − 1))
+    assert c.n == 2
+    assert [v["value"] for v in c.values] == [0.50, 0.54]
+    f = t.cells["fgsm"]["fgsm@8/255"]  # 0.20, 0.26
+    assert f.mean == pytest.approx(0.23) and f.std == pytest.approx(0.03 * SQRT2)
+    p = t.cells["none"]["pgd10@8/255"]  # 0.01, 0.01
+    assert p.std == pytest.approx(0.0)
+    assert t.cells["fgsm"]["uae_steps_p50"].mean == pytest.approx(13.0)
+    assert t.protocol_line("clean_top1") == PROTO["clean_top1"]
+    assert c.protocol == PROTO["clean_top1"]
+
+
+def test_cost_and_ratio_by_hand(study_dir: Path):
+    t = build_table(load_study(study_dir))
+    assert t.seconds_per_epoch["none"].mean == pytest.approx(11.0)  # (10 + 12) / 2
+    assert t.seconds_per_epoch["none"].std == pytest.approx(SQRT2)
+    assert t.seconds_per_epoch["fgsm"].mean == pytest.approx(22.0)
+    assert t.ratio == {"none": pytest.approx(1.0), "fgsm": pytest.approx(2.0)}
+    assert t.train_seconds["fgsm"].mean == pytest.approx(66.0)  # 3 epochs × 22 s
+    assert "cpu, fp32" in t.cost_protocol
+
+
+def test_single_seed_has_no_std_and_null_values_are_skipped(tmp_path: Path):
+    models = {
+        "none-s0": {"clean_top1": 0.5, "uae_success": 0.9},
+        "fgsm-s0": {"clean_top1": 0.4, "uae_success": None},
+        "fgsm-s1": {"clean_top1": 0.6, "uae_success": 0.7},
+    }
+    study = load_study(make_study(tmp_path / "s", models))
+    t = build_table(study)
+    assert t.cells["none"]["clean_top1"].std is None
+    u = t.cells["fgsm"]["uae_success"]
+    assert (u.mean, u.std, u.n) == (0.7, None, 1)
+    assert [v["value"] for v in u.values] == [None, 0.7]
+    md = to_markdown(t, study)
+    assert "| `none` | 1 | 50.00 | 90.00 |" in md
+    assert "70.00 (n=1)" in md
+
+
+def test_no_baseline_means_no_ratio(tmp_path: Path):
+    study = load_study(make_study(tmp_path / "s", {"fgsm-s0": {"clean_top1": 0.4}}))
+    t = build_table(study)
+    assert t.ratio == {"fgsm": None}
+    assert "cost_ratio_to_none" in to_csv(t) and to_csv(t).strip().endswith(",")
+
+
+def test_csv_rows(study_dir: Path):
+    t = build_table(load_study(study_dir))
+    rows = list(csv.DictReader(io.StringIO(to_csv(t))))
+    assert [r["technique"] for r in rows] == ["none", "fgsm"]
+    none = rows[0]
+    assert float(none["clean_top1_mean"]) == pytest.approx(0.52)
+    assert float(none["clean_top1_std"]) == pytest.approx(0.02 * SQRT2)
+    assert float(rows[1]["seconds_per_epoch_mean"]) == pytest.approx(22.0)
+    assert float(rows[1]["cost_ratio_to_none"]) == pytest.approx(2.0)
+    assert none["n_models"] == "2"
+    metric_cols = [c for c in rows[0] if c.endswith("_mean")]
+    assert metric_cols[0] == "clean_top1_mean" and "uae_steps_p50_mean" in metric_cols
+
+
+def test_json_has_per_seed_values_and_protocols(study_dir: Path):
+    study = load_study(study_dir)
+    t = build_table(study)
+    paths = write_tables(t, study, study_dir / "report")
+    data = json.loads(paths["json"].read_text())
+    assert data == json.loads(json.dumps(to_json(t, study)))
+    cell = data["table"]["fgsm"]["clean_top1"]
+    assert cell["mean"] == pytest.approx(0.46) and cell["n"] == 2
+    assert [(v["seed"], v["value"]) for v in cell["values"]] == [(0, 0.45), (1, 0.47)]
+    assert cell["protocol"] == PROTO["clean_top1"]
+    assert data["protocols"]["pgd10@8/255"] == PROTO["pgd10@8/255"]
+    assert data["cost"]["fgsm"]["ratio_to_none"] == pytest.approx(2.0)
+    assert data["units"]["clean_top1"] == "fraction" and data["units"]["uae_steps_p50"] == "value"
+    assert data["seeds"] == [0, 1] and data["dataset"] == "cifar100"
+    assert data["models"][0]["checkpoint"] == "classifiers/none-s0/checkpoints/final.pt"
+
+
+def test_markdown_table_and_protocol_list(study_dir: Path):
+    study = load_study(study_dir)
+    md = to_markdown(build_table(study), study)
+    assert "| Technique | Models | Clean top-1 (%) |" in md
+    assert "| `none` | 2 | 52.00 ± 2.83 | 81.00 ± 1.41 |" in md
+    assert "| `fgsm` | 2 | 46.00 ± 1.41 |" in md
+    assert "| 11.0 ± 1.4 | ×1.00 |" in md and "| 22.0 ± 2.8 | ×2.00 |" in md
+    assert "## Protocol" in md
+    for line in PROTO.values():
+        assert line in md
+
+
+def test_text_table_fits_a_terminal(study_dir: Path):
+    study = load_study(study_dir)
+    text = table_text(build_table(study), study)
+    assert "52.0 ± 2.8" in text and "×2.00" in text
+    assert all(len(line) <= 100 for line in text.splitlines())
+
+
+def test_text_table_splits_many_techniques(tmp_path: Path):
+    techs = ["none", "fgsm", "gan", "unrestricted", "unrestricted_long_a", "unrestricted_long_b",
+             "mixup_variant", "cutmix_variant"]  # fmt: skip
+    models = {f"{t}-s{s}": {"clean_top1": 0.5 + 0.01 * s, "fgsm@8/255": 0.1} for t in techs
+              for s in (0, 1)}  # fmt: skip
+    study = load_study(make_study(tmp_path / "s", models))
+    text = table_text(build_table(study), study)
+    lines = text.splitlines()
+    assert all(len(line) <= 100 for line in lines)
+    assert sum(1 for line in lines if line.startswith("clean_top1")) >= 2  # two blocks
+    for t in techs:
+        assert t in text
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=6))
+def test_stat_matches_statistics(xs: list[float]):
+    s = Stat.of([{"model": f"m{i}", "seed": i, "value": x} for i, x in enumerate(xs)])
+    assert s.n == len(xs)
+    assert s.mean == pytest.approx(statistics.fmean(xs))
+    if len(xs) == 1:
+        assert s.std is None
+    else:
+        mean = sum(xs) / len(xs)
+        by_hand = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+        assert s.std == pytest.approx(by_hand, abs=1e-12)
+
+
+def test_bare_values_count_and_say_their_protocol_is_missing(tmp_path: Path):
+    root = make_study(tmp_path / "s", {"none-s0": {"clean_top1": 0.5}})
+    ev = json.loads((root / "eval" / "none-s0.json").read_text())
+    ev["metrics"]["gan_acc"] = 0.8
+    (root / "eval" / "none-s0.json").write_text(json.dumps(ev))
+    t = build_table(load_study(root))
+    assert t.cells["none"]["gan_acc"].mean == 0.8
+    assert t.protocol_line("gan_acc") == "protocol not recorded"

@@ -1,0 +1,104 @@
+"""Accuracy under norm-bounded attacks, batched, with the protocol line of every number."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from advaug.attacks import FGSM, PGD, AutoAttack
+from advaug.evaluate.accuracy import to_float
+
+
+def eps_label(eps: float) -> str:
+    """8/255 for budgets on the 1/255 grid, else a decimal."""
+    k = eps * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-3 else f"{eps:.4g}"
+
+
+def attacked_accuracy(
+    model: nn.Module,
+    make_attack: Callable[[nn.Module], Any],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+) -> float:
+    """Top-1 accuracy of ``model`` on ``make_attack(model)(x, y)``, batch by batch."""
+    atk = make_attack(model)
+    correct = 0
+    for i in range(0, x.shape[0], batch_size):
+        xb = to_float(x[i : i + batch_size], device)
+        yb = y[i : i + batch_size].to(device)
+        adv = atk(xb, yb)
+        with torch.no_grad():
+            correct += (model(adv).argmax(1) == yb).sum().item()
+    return correct / max(1, x.shape[0])
+
+
+def robustness(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    fgsm_eps: list[float],
+    pgd_eps: float,
+    pgd_alpha: float,
+    pgd_steps: int,
+    pgd_restarts: int,
+    autoattack: bool,
+    batch_size: int,
+    device: torch.device,
+    split: str,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """FGSM at each ε, PGD-k, and (optionally) AutoAttack; each with its protocol line."""
+    n = x.shape[0]
+    out: dict[str, dict[str, Any]] = {}
+    for eps in fgsm_eps:
+        acc = attacked_accuracy(model, lambda m, e=eps: FGSM(m, eps=e), x, y, batch_size, device)
+        out[f"fgsm@{eps_label(eps)}"] = {
+            "value": acc,
+            "protocol": f"FGSM L∞ ε={eps_label(eps)}, {n} {split} images",
+        }
+    rng = torch.Generator(device=device).manual_seed(seed)
+    acc = attacked_accuracy(
+        model,
+        lambda m: PGD(
+            m,
+            eps=pgd_eps,
+            alpha=pgd_alpha,
+            steps=pgd_steps,
+            random_start=True,
+            restarts=pgd_restarts,
+            rng=rng,
+        ),
+        x,
+        y,
+        batch_size,
+        device,
+    )
+    out[f"pgd{pgd_steps}@{eps_label(pgd_eps)}"] = {
+        "value": acc,
+        "protocol": f"PGD-{pgd_steps} L∞ ε={eps_label(pgd_eps)} α={eps_label(pgd_alpha)}, "
+        f"random start, {pgd_restarts} restart(s), {n} {split} images, seed {seed}",
+    }
+    if autoattack:
+        acc = attacked_accuracy(
+            model,
+            lambda m: AutoAttack(
+                m, eps=pgd_eps, seed=seed, num_classes=getattr(m, "num_classes", None)
+            ),
+            x,
+            y,
+            batch_size,
+            device,
+        )
+        out[f"autoattack@{eps_label(pgd_eps)}"] = {
+            "value": acc,
+            "protocol": f"AutoAttack standard (torchattacks) L∞ ε={eps_label(pgd_eps)}, "
+            f"{n} {split} images",
+        }
+    return out

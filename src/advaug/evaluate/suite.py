@@ -1,0 +1,170 @@
+"""The evaluation protocol applied to every classifier: one dict of metrics, each with its
+protocol line (split, sample count, attack settings, seed)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from advaug.attacks import UnrestrictedResult
+from advaug.config import EvalConfig, StudyConfig
+from advaug.data.datasets import class_balanced_subset
+from advaug.evaluate.accuracy import accuracy, predict
+from advaug.evaluate.robustness import robustness
+from advaug.evaluate.uae import legitimacy, run_uae
+from advaug.log import get_logger
+
+log = get_logger(__name__)
+
+
+def metric(value: float | None, protocol: str) -> dict[str, Any]:
+    if value is not None and isinstance(value, float) and math.isnan(value):
+        value = None
+    return {"value": value, "protocol": protocol}
+
+
+@torch.no_grad()
+def gan_eval_set(generator: nn.Module, per_class: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """A fixed set of clean AC-GAN samples (the same for every model of a study)."""
+    device = next(generator.parameters()).device
+    k = generator.num_classes
+    g = torch.Generator().manual_seed(seed + 99)
+    y = torch.arange(k).repeat_interleave(per_class)
+    z = torch.randn(y.shape[0], generator.z_dim, generator=g)
+    was = generator.training
+    generator.eval()
+    imgs = torch.cat(
+        [
+            generator(z[i : i + 500].to(device), y[i : i + 500].to(device)).cpu()
+            for i in range(0, y.shape[0], 500)
+        ]
+    )
+    generator.train(was)
+    return imgs, y
+
+
+def evaluate_model(
+    model: nn.Module,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    cfg: EvalConfig,
+    *,
+    dataset: str,
+    gan: Any = None,
+    reference: nn.Module | None = None,
+    transfer: UnrestrictedResult | None = None,
+    transfer_from: str = "",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """All metrics of the protocol for one model (in eval mode on its own device)."""
+    device = next(model.parameters()).device
+    model.eval()
+    out: dict[str, Any] = {}
+    n = test_x.shape[0]
+    clean = accuracy(model, test_x, test_y, cfg.batch_size)
+    out["clean_top1"] = metric(clean["top1"], f"{dataset} test split, {n} images")
+    out["clean_top5"] = metric(clean["top5"], f"{dataset} test split, {n} images")
+    rx, ry = test_x, test_y
+    if cfg.robust_samples and cfg.robust_samples < n:
+        sub = class_balanced_subset(test_x, test_y, cfg.robust_samples, seed=0)
+        rx, ry = sub.x, sub.y
+    out.update(
+        robustness(
+            model,
+            rx,
+            ry,
+            fgsm_eps=cfg.fgsm_eps,
+            pgd_eps=cfg.pgd_eps,
+            pgd_alpha=cfg.pgd_alpha,
+            pgd_steps=cfg.pgd_steps,
+            pgd_restarts=cfg.pgd_restarts,
+            autoattack=cfg.autoattack,
+            batch_size=cfg.batch_size,
+            device=device,
+            split=f"{dataset} test (class-balanced)",
+            seed=seed,
+        )
+    )
+    if gan is not None and cfg.gan_samples_per_class:
+        gx, gy = gan_eval_set(gan.generator, cfg.gan_samples_per_class, seed)
+        acc = (predict(model, gx, cfg.batch_size).argmax(1) == gy).double().mean().item()
+        out["gan_acc"] = metric(
+            acc,
+            f"clean AC-GAN samples, {cfg.gan_samples_per_class} per class "
+            f"({gx.shape[0]}), fixed latents seed {seed}",
+        )
+    if gan is not None and cfg.uae_samples:
+        res = run_uae(
+            gan.generator, gan.critic, model, cfg.uae_samples, steps=cfg.uae_steps, seed=seed
+        )
+        proto = (
+            f"untargeted latent attack (fast preset: Adam, early stop), {cfg.uae_steps} steps, "
+            f"{cfg.uae_samples} balanced sources, seed {seed}; success = f wrong and AC = source"
+        )
+        out["uae_success"] = metric(res.success_rate, proto)
+        out["uae_steps_p50"] = metric(res.steps_percentiles((50,))[50], proto)
+        if reference is not None:
+            out["uae_legit"] = metric(
+                legitimacy(res, reference),
+                "share of UAE successes that the independent reference classifier labels as "
+                "the source class",
+            )
+    if transfer is not None and len(transfer.successes()):
+        ok = transfer.successes()
+        acc = (predict(model, ok.images, cfg.batch_size).argmax(1) == ok.source.cpu()).double()
+        out["transfer_uae_acc"] = metric(
+            acc.mean().item(),
+            f"accuracy (label = source) on {len(ok)} UAEs made against {transfer_from}",
+        )
+    return {"metrics": out, "per_class_top1": clean["per_class"]}
+
+
+def format_evaluation(res: dict[str, Any]) -> str:
+    lines = []
+    for key, m in res["metrics"].items():
+        v = m["value"]
+        shown = "n/a" if v is None else (f"{v:.4f}" if "steps" not in key else f"{v:.1f}")
+        lines.append(f"{key:>22}  {shown:>8}   {m['protocol']}")
+    return "\n".join(lines)
+
+
+def evaluate_checkpoint(
+    checkpoint: str, cfg: StudyConfig, *, gan: str | None = None, out: str | None = None
+) -> dict[str, Any]:
+    """``advaug evaluate``: load a classifier, evaluate it on the preset's data and protocol."""
+    import json
+
+    from advaug.errors import CheckpointError
+    from advaug.train.checkpoint import atomic_write_text
+    from advaug.train.classifier import load_classifier
+    from advaug.train.data_setup import load_splits
+    from advaug.train.gan import load_gan
+    from advaug.train.runtime import make_runtime
+
+    rt = make_runtime(cfg.runtime)
+    splits = load_splits(cfg.data)
+    model = load_classifier(checkpoint, rt.device)
+    if model.num_classes != splits.num_classes:
+        raise CheckpointError(
+            f"checkpoint {checkpoint} has {model.num_classes} classes but {cfg.data.name} has "
+            f"{splits.num_classes}; evaluate it on the dataset it was trained on"
+        )
+    pair = load_gan(gan, rt.device) if gan else None
+    res = evaluate_model(
+        model,
+        splits.test.x,
+        splits.test.y,
+        cfg.evaluate,
+        dataset=cfg.data.name,
+        gan=pair,
+        seed=cfg.seed,
+    )
+    res["checkpoint"] = str(checkpoint)
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(out) / "evaluation.json", json.dumps(res, indent=2))
+    return res

@@ -1,0 +1,275 @@
+"""Unrestricted adversarial examples as a measurement: success, legitimacy, diversity, neighbours.
+
+No peer library measures whether a UAE still shows its source class. We use automatic proxies:
+
+- **legitimacy**: the share of successes that an *independent* classifier (another
+  architecture, trained on real data) still puts in the source class; the AC head's agreement is
+  part of the success definition already;
+- **nearest training images** in pixel and in feature space (the seed's broken ``get_closest``):
+  a UAE that is a near-copy of a training image is memorisation, not generation;
+- **diversity**: mean pairwise feature distance within each class, relative to clean GAN samples
+  and to real images of the same class (1.0 = as diverse as real data).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from advaug.attacks import PRESETS, UnrestrictedAttack, UnrestrictedResult
+from advaug.evaluate.accuracy import predict, to_float
+from advaug.imaging import save_grid
+from advaug.log import get_logger
+
+log = get_logger(__name__)
+
+
+def balanced_sources(n: int, num_classes: int, seed: int, device: torch.device) -> torch.Tensor:
+    """n source labels, classes as equal as possible, in a seeded order."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % num_classes
+    return labels[torch.randperm(n, generator=g)].to(device)
+
+
+def run_uae(
+    generator: nn.Module,
+    critic: nn.Module,
+    classifier: nn.Module,
+    n: int,
+    *,
+    steps: int,
+    preset: str = "fast",
+    targeted: bool = False,
+    seed: int = 0,
+    batch_size: int = 256,
+    **overrides: Any,
+) -> UnrestrictedResult:
+    """Attack ``n`` fresh codes (balanced sources, seeded) against ``classifier``."""
+    device = next(generator.parameters()).device
+    k = generator.num_classes
+    src = balanced_sources(n, k, seed, device)
+    tgt = (src + 1) % k if targeted else None
+    rng = torch.Generator(device=device).manual_seed(seed + 1)
+    kwargs = {**PRESETS[preset], "steps": steps, "targeted": targeted, **overrides}
+    atk = UnrestrictedAttack(
+        generator, critic, classifier, batch_size=batch_size, rng=rng, **kwargs
+    )
+    return atk(src, tgt)
+
+
+def legitimacy(result: UnrestrictedResult, reference: nn.Module, batch_size: int = 256) -> float:
+    """Share of successes that the independent ``reference`` classifier labels as the source."""
+    ok = result.successes()
+    if len(ok) == 0:
+        return math.nan
+    pred = predict(reference, ok.images, batch_size).argmax(1)
+    return (pred == ok.source.cpu()).double().mean().item()
+
+
+@torch.no_grad()
+def features(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    device = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    out = [
+        model.features(to_float(x[i : i + batch_size], device)).float().cpu()
+        for i in range(0, x.shape[0], batch_size)
+    ]
+    model.train(was)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def nearest_neighbours(
+    queries: torch.Tensor,
+    train_x: torch.Tensor,
+    k: int = 1,
+    *,
+    feature_model: nn.Module | None = None,
+    chunk: int = 2048,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices and distances of the ``k`` nearest training images, by L2 in pixel space ([0,1]
+    units) or, with ``feature_model``, in its penultimate-feature space."""
+    if feature_model is None:
+        q = to_float(queries, torch.device("cpu")).flatten(1)
+        ref_batches = (
+            (i, to_float(train_x[i : i + chunk], torch.device("cpu")).flatten(1))
+            for i in range(0, train_x.shape[0], chunk)
+        )
+    else:
+        q = features(feature_model, queries)
+        ref_feats = features(feature_model, train_x)
+        ref_batches = ((i, ref_feats[i : i + chunk]) for i in range(0, ref_feats.shape[0], chunk))
+    best_d = torch.full((q.shape[0], k), math.inf)
+    best_i = torch.zeros((q.shape[0], k), dtype=torch.long)
+    for start, ref in ref_batches:
+        d = torch.cdist(q, ref)
+        d_all = torch.cat([best_d, d], 1)
+        i_all = torch.cat([best_i, torch.arange(start, start + ref.shape[0]).expand_as(d)], 1)
+        best_d, pos = d_all.topk(k, dim=1, largest=False)
+        best_i = i_all.gather(1, pos)
+    return best_i, best_d
+
+
+def within_class_spread(feats: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean pairwise feature distance within classes (averaged over classes with ≥ 2 items)."""
+    vals = []
+    for c in labels.unique():
+        f = feats[labels == c]
+        if f.shape[0] >= 2:
+            d = torch.cdist(f, f)
+            vals.append(d.sum() / (f.shape[0] * (f.shape[0] - 1)))
+    return torch.stack(vals).mean().item() if vals else math.nan
+
+
+def diversity_report(
+    uae: UnrestrictedResult,
+    clean_gan: torch.Tensor,
+    clean_labels: torch.Tensor,
+    real_x: torch.Tensor,
+    real_y: torch.Tensor,
+    feature_model: nn.Module,
+) -> dict[str, float]:
+    """Within-class spread of the successful UAEs relative to clean GAN samples and real data."""
+    ok = uae.successes()
+    if len(ok) < 2:
+        return {"uae_spread": math.nan, "uae_vs_gan": math.nan, "uae_vs_real": math.nan}
+    s_uae = within_class_spread(features(feature_model, ok.images), ok.source.cpu())
+    s_gan = within_class_spread(features(feature_model, clean_gan), clean_labels.cpu())
+    s_real = within_class_spread(features(feature_model, real_x), real_y.cpu())
+    return {
+        "uae_spread": s_uae,
+        "gan_spread": s_gan,
+        "real_spread": s_real,
+        "uae_vs_gan": s_uae / s_gan if s_gan else math.nan,
+        "uae_vs_real": s_uae / s_real if s_real else math.nan,
+    }
+
+
+@torch.no_grad()
+def pair_grid(generator: nn.Module, result: UnrestrictedResult, path: Path, pairs: int = 16):
+    """Clean G(z⁰, s) above adversarial x̂, column by column, for the first successes."""
+    ok = result.successes()
+    if len(ok) == 0:
+        return None
+    ok = ok.select(torch.arange(min(pairs, len(ok))))
+    was = generator.training
+    generator.eval()
+    device = next(generator.parameters()).device
+    clean = generator(ok.z0.to(device), ok.source.to(device)).cpu()
+    generator.train(was)
+    n = clean.shape[0]
+    return save_grid(torch.cat([clean, ok.images.cpu()]), path, nrow=n)
+
+
+def summarize(result: UnrestrictedResult, num_classes: int, classes: list[str] | None) -> dict:
+    pct = result.steps_percentiles((50, 90, 99))
+    per = result.per_class_success(num_classes)
+    return {
+        "n": len(result),
+        "success_rate": result.success_rate,
+        "steps_p50": pct[50],
+        "steps_p90": pct[90],
+        "steps_p99": pct[99],
+        "per_class_success": {
+            (classes[i] if classes and i < len(classes) else str(i)): None if math.isnan(v) else v
+            for i, v in enumerate(per.tolist())
+        },
+    }
+
+
+def attack_command(
+    checkpoint: str,
+    *,
+    gan: str,
+    num: int,
+    steps: int,
+    preset: str,
+    targeted: bool,
+    reference: str | None,
+    seed: int,
+    out: Path,
+    device: str,
+) -> str:
+    """``advaug attack unrestricted``: generate, save (safetensors), grid, summary text."""
+    from advaug.errors import ConfigError
+    from advaug.train.classifier import load_classifier
+    from advaug.train.gan import load_gan
+    from advaug.train.runtime import resolve_device
+
+    if num < 1 or steps < 0:
+        raise ConfigError("--num must be >= 1 and --steps >= 0")
+    dev = resolve_device(device)
+    model = load_classifier(checkpoint, dev)
+    pair = load_gan(gan, dev)
+    if model.num_classes != pair.generator.num_classes:
+        raise ConfigError(
+            f"the classifier has {model.num_classes} classes but the GAN has "
+            f"{pair.generator.num_classes}; use a GAN trained on the same dataset"
+        )
+    result = run_uae(
+        pair.generator,
+        pair.critic,
+        model,
+        num,
+        steps=steps,
+        preset=preset,
+        targeted=targeted,
+        seed=seed,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    result.meta.update({"classifier": str(checkpoint), "gan": str(gan), "seed": seed})
+    data_path = result.save(out / "uae.safetensors")
+    grid = pair_grid(pair.generator, result, out / "pairs.png")
+    summary = summarize(result, model.num_classes, pair.classes)
+    summary["protocol"] = (
+        f"{'targeted (t=s+1)' if targeted else 'untargeted'} latent attack, preset {preset}, "
+        f"{steps} steps, {num} balanced sources, seed {seed}, against {checkpoint}"
+    )
+    if reference:
+        ref = load_classifier(reference, dev)
+        summary["legitimacy"] = legitimacy(result, ref)
+        summary["legitimacy_protocol"] = f"share of successes that {reference} labels as source"
+        train_x = _run_train_images(checkpoint)
+        ok = result.successes()
+        if len(ok) and train_x is not None:
+            _, d_px = nearest_neighbours(ok.images[:256], train_x)
+            _, d_ft = nearest_neighbours(ok.images[:256], train_x, feature_model=ref)
+            summary["nn_pixel_l2_median"] = d_px[:, 0].median().item()
+            summary["nn_feature_l2_median"] = d_ft[:, 0].median().item()
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    lines = [
+        f"unrestricted attack: {summary['success_rate']:.1%} success over {num} sources",
+        f"steps to success: p50 {summary['steps_p50']:.0f}, p90 {summary['steps_p90']:.0f}, "
+        f"p99 {summary['steps_p99']:.0f}",
+    ]
+    if "legitimacy" in summary:
+        lines.append(
+            f"legitimacy (independent classifier keeps source): {summary['legitimacy']:.1%}"
+        )
+    worst = sorted(((v, k) for k, v in summary["per_class_success"].items() if v is not None))[:5]
+    lines.append("hardest classes: " + ", ".join(f"{k} {v:.0%}" for v, k in worst))
+    lines.append(f"protocol: {summary['protocol']}")
+    lines.append(f"wrote {data_path}" + (f" and {grid}" if grid else ""))
+    return "\n".join(lines)
+
+
+def _run_train_images(checkpoint: str) -> torch.Tensor | None:
+    """The training images of the run that made ``checkpoint`` (from its config.yaml)."""
+    import yaml
+
+    from advaug.config import DataConfig, from_dict
+    from advaug.train.checkpoint import resolve_checkpoint
+    from advaug.train.data_setup import load_splits
+
+    ckpt = resolve_checkpoint(checkpoint)
+    for folder in (ckpt.parent.parent, ckpt.parent):
+        cfg = folder / "config.yaml"
+        if cfg.is_file():
+            data = yaml.safe_load(cfg.read_text()).get("data", {})
+            return load_splits(from_dict(DataConfig, data)).train.x
+    return None

@@ -1,0 +1,487 @@
+"""The whole comparison in one resumable command:
+
+    GAN  →  reference classifier  →  one classifier per (technique, seed)  →  evaluation  →  report
+
+Every stage is a run folder whose ``config.yaml`` is its cache key: a rerun skips a finished
+stage with the same config, resumes an unfinished one from its last checkpoint, and moves a stage
+whose config changed aside (``<name>.stale-<hash>``) before redoing it. Evaluations are cached the
+same way (``eval/<model>.json`` carries the hash of everything it depends on).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advaug.config import StudyConfig, config_hash, dump_yaml, to_dict
+from advaug.errors import ConfigError
+from advaug.imaging import save_grid
+from advaug.log import get_logger
+from advaug.train.checkpoint import atomic_write_text
+from advaug.train.classifier import ClassifierJob, load_classifier, train_classifier
+from advaug.train.data_setup import Splits, load_splits
+from advaug.train.gan import GANJob, load_gan, train_gan
+from advaug.train.runtime import make_runtime
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Stage:
+    name: str
+    kind: str  # gan | reference | classifier | evaluate | report
+    folder: Path
+    job: Any = None
+    status: str = "todo"  # done | partial | stale | todo
+    estimate_s: float = 0.0
+
+
+@dataclass
+class Plan:
+    cfg: StudyConfig
+    out: Path
+    stages: list[Stage] = field(default_factory=list)
+
+    def describe(self) -> str:
+        lines = [f"study '{self.cfg.name}' in {self.out}  (config {config_hash(self.cfg)})"]
+        total = 0.0
+        for s in self.stages:
+            est = f"~{_fmt_s(s.estimate_s)}" if s.estimate_s else ""
+            lines.append(f"  [{s.status:>7}] {s.kind:<10} {s.name:<22} {est}")
+            if s.status != "done":
+                total += s.estimate_s
+        lines.append(f"estimated remaining cost: ~{_fmt_s(total)} on this machine")
+        lines.append("(estimates time a few real steps of each model here and scale them up)")
+        return "\n".join(lines)
+
+
+def _fmt_s(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def _status(folder: Path, job: Any) -> str:
+    cfg = folder / "config.yaml"
+    if not cfg.is_file():
+        return "todo"
+    if cfg.read_text() != dump_yaml(job):
+        return "stale"
+    return "done" if (folder / "result.json").is_file() else "partial"
+
+
+def _set_aside_if_stale(folder: Path, job: Any) -> None:
+    if _status(folder, job) == "stale":
+        old = config_hash(json.loads(json.dumps(_yaml_load(folder / "config.yaml"))))
+        dest = folder.with_name(f"{folder.name}.stale-{old}")
+        if dest.exists():
+            shutil.rmtree(dest)
+        folder.rename(dest)
+        log.info("config of %s changed; moved the old run to %s", folder, dest)
+
+
+def _yaml_load(path: Path) -> Any:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def model_names(cfg: StudyConfig) -> list[tuple[str, str, int]]:
+    return [(f"{t}-s{s}", t, s) for t in cfg.techniques for s in cfg.seeds]
+
+
+def _classifier_job(cfg: StudyConfig, technique: str, seed: int, gan_dir: Path) -> ClassifierJob:
+    c = to_dict(cfg.classifier)
+    c["augment"]["technique"] = technique
+    from advaug.config import ClassifierConfig, from_dict
+
+    return ClassifierJob(
+        data=cfg.data,
+        runtime=cfg.runtime,
+        classifier=from_dict(ClassifierConfig, c),
+        seed=seed,
+        gan=str(gan_dir) if technique in ("gan", "unrestricted") else None,
+    )
+
+
+def _reference_job(cfg: StudyConfig) -> ClassifierJob:
+    from advaug.config import ClassifierConfig, from_dict
+
+    c = to_dict(cfg.classifier)
+    c["augment"]["technique"] = "none"
+    c["model"] = to_dict(cfg.reference_model)
+    c["epochs"] = cfg.reference_epochs or cfg.classifier.epochs
+    return ClassifierJob(
+        data=cfg.data,
+        runtime=cfg.runtime,
+        classifier=from_dict(ClassifierConfig, c),
+        seed=cfg.seed + 1000,  # independent of every compared model
+    )
+
+
+def plan_study(cfg: StudyConfig, out: str | Path, *, estimate: bool = True) -> Plan:
+    out = Path(out)
+    plan = Plan(cfg, out)
+    gan_dir = out / "gan"
+    needs_gan = any(t in ("gan", "unrestricted") for t in cfg.techniques) or bool(
+        cfg.evaluate.gan_samples_per_class or cfg.evaluate.uae_samples
+    )
+    if needs_gan:
+        job = GANJob(data=cfg.data, runtime=cfg.runtime, gan=cfg.gan, seed=cfg.seed)
+        plan.stages.append(Stage("gan", "gan", gan_dir, job, _status(gan_dir, job)))
+    ref = _reference_job(cfg)
+    plan.stages.append(
+        Stage("reference", "reference", out / "reference", ref, _status(out / "reference", ref))
+    )
+    for name, t, s in model_names(cfg):
+        job = _classifier_job(cfg, t, s, gan_dir)
+        folder = out / "classifiers" / name
+        plan.stages.append(Stage(name, "classifier", folder, job, _status(folder, job)))
+    for name, _, _ in model_names(cfg):
+        path = out / "eval" / f"{name}.json"
+        plan.stages.append(
+            Stage(name, "evaluate", path, None, "done" if path.is_file() else "todo")
+        )
+    plan.stages.append(Stage("report", "report", out / "report", None, "todo"))
+    if estimate:
+        _estimate(plan)
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost estimate: time a few real steps here, then scale
+# ---------------------------------------------------------------------------------------------
+
+
+def _time(fn, repeat: int = 2) -> float:
+    fn()
+    t = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - t) / repeat
+
+
+def _estimate(plan: Plan) -> None:
+    from advaug.models import build_model
+    from advaug.models.gan import Critic, Generator
+    from advaug.train.gan_losses import critic_loss, generator_loss
+
+    cfg = plan.cfg
+    rt = make_runtime(cfg.runtime)
+    n_train = _train_size(cfg)
+    k = 100 if cfg.data.name == "cifar100" else 10
+    dev = rt.device
+
+    def step_time(model_name: str, batch: int) -> float:
+        m = build_model(model_name, k).to(dev).train()
+        opt = torch.optim.SGD(m.parameters(), lr=0.01)
+        x = torch.rand(batch, 3, 32, 32, device=dev)
+        y = torch.randint(k, (batch,), device=dev)
+
+        def go():
+            with rt.autocast():
+                loss = torch.nn.functional.cross_entropy(m(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        return _time(go)
+
+    b = cfg.classifier.batch_size
+    steps = max(1, n_train // b) * cfg.classifier.epochs
+    t_step = step_time(cfg.classifier.model.name, b)
+    g = Generator(cfg.gan.z_dim, cfg.gan.width, k).to(dev)
+    d = Critic(cfg.gan.width, k).to(dev)
+    xb = torch.rand(cfg.gan.batch_size, 3, 32, 32, device=dev)
+    yb = torch.randint(k, (cfg.gan.batch_size,), device=dev)
+
+    def gan_iter():
+        for _ in range(cfg.gan.n_critic):
+            with rt.autocast():
+                loss, _ = critic_loss(d, xb, yb, g(torch.randn(len(yb), g.z_dim, device=dev), yb))
+            loss.backward()
+        yy = yb.repeat(cfg.gan.g_batch_mult)
+        with rt.autocast():
+            loss, _ = generator_loss(d, g(torch.randn(len(yy), g.z_dim, device=dev), yy), yy)
+        loss.backward()
+
+    t_gan = _time(gan_iter, 1)
+    # one latent step ≈ G + D + f forward/backward on a batch: about a GAN G-step plus a f step
+    t_latent_img = (t_gan / (cfg.gan.n_critic + 1) + t_step) / max(1, b)
+    u = cfg.classifier.augment.unrestricted
+    for s in plan.stages:
+        if s.kind == "gan":
+            s.estimate_s = t_gan * cfg.gan.iters
+        elif s.kind == "reference":
+            ref_steps = max(1, n_train // b) * (cfg.reference_epochs or cfg.classifier.epochs)
+            s.estimate_s = step_time(cfg.reference_model.name, b) * ref_steps
+        elif s.kind == "classifier":
+            t = s.job.classifier.augment.technique
+            extra = 0.0
+            if t == "fgsm":
+                extra = 0.6 * t_step * steps
+            elif t == "gan":
+                extra = 0.1 * t_step * steps
+            elif t == "unrestricted":
+                n_att = u.pool_size * (1 + u.refresh_fraction * steps / u.refresh_every)
+                if u.mode == "seed":
+                    n_att = steps * int(cfg.classifier.augment.prop * b)
+                extra = n_att * u.steps * 0.5 * t_latent_img  # ~half the samples stop early
+            s.estimate_s = t_step * steps + extra
+        elif s.kind == "evaluate":
+            e = cfg.evaluate
+            n_rob = e.robust_samples or 10000
+            s.estimate_s = (
+                t_step / b * n_rob * (len(e.fgsm_eps) + e.pgd_steps * e.pgd_restarts)
+                + e.uae_samples * e.uae_steps * t_latent_img
+            )
+
+
+def _train_size(cfg: StudyConfig) -> int:
+    full = {"digits": 1437, "cifar10": 50000, "cifar100": 50000}.get(cfg.data.name, 50000)
+    full -= cfg.data.val_size
+    return min(full, cfg.data.train_limit) if cfg.data.train_limit else full
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------
+
+
+def run_study(cfg: StudyConfig, out: str | Path):
+    """Run (or resume) every stage, then write the report; returns the report handle."""
+    from advaug.report import write_report
+
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot create study folder {out} ({e.strerror}); choose another --out"
+        ) from e
+    plan = plan_study(cfg, out, estimate=False)
+    t0 = time.perf_counter()
+    atomic_write_text(out / "config.yaml", dump_yaml(cfg))
+    splits = load_splits(cfg.data, seed=cfg.seed)
+    log.info("study %s: %s", cfg.name, splits.describe())
+    info = _study_info(cfg, splits)
+    _write_info(out, info)
+    gan_pair = None
+    for stage in plan.stages:
+        if stage.kind in ("gan", "reference", "classifier"):
+            _set_aside_if_stale(stage.folder, stage.job)
+        if stage.kind == "gan":
+            log.info("stage gan (%s)", _status(stage.folder, stage.job))
+            info["gan"] = {
+                "run_dir": "gan",
+                "result": train_gan(stage.job, stage.folder, splits=splits),
+            }
+        elif stage.kind in ("reference", "classifier"):
+            log.info("stage %s (%s)", stage.name, _status(stage.folder, stage.job))
+            res = train_classifier(stage.job, stage.folder, splits=splits)
+            if stage.kind == "reference":
+                info["reference"] = {
+                    "run_dir": "reference",
+                    "arch": cfg.reference_model.name,
+                    "test_top1": res["test_top1"],
+                }
+        _write_info(out, info)
+    rt = make_runtime(cfg.runtime)
+    reference = load_classifier(out / "reference", rt.device)
+    if "gan" in info:
+        gan_pair = load_gan(out / "gan", rt.device)
+        info["gan"]["quality"] = _gan_quality(cfg, out, gan_pair, reference, splits)
+    _grids(out, splits, gan_pair)
+    _evaluate_all(cfg, out, splits, gan_pair, reference)
+    info["models"] = [n for n, _, _ in model_names(cfg)]
+    info["finished"] = True
+    info["wall_seconds"] = info.get("wall_seconds", 0.0) + time.perf_counter() - t0
+    _write_info(out, info)
+    return write_report(out)
+
+
+def _study_info(cfg: StudyConfig, splits: Splits) -> dict[str, Any]:
+    return {
+        "name": cfg.name,
+        "preset": cfg.name,
+        "config_hash": config_hash(cfg),
+        "dataset": splits.name,
+        "num_classes": splits.num_classes,
+        "classes": splits.classes,
+        "splits": {
+            "train": len(splits.train),
+            "val": len(splits.val) if splits.val is not None else 0,
+            "test": len(splits.test),
+        },
+        "techniques": list(cfg.techniques),
+        "seeds": list(cfg.seeds),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "models": [n for n, _, _ in model_names(cfg)],
+        "finished": False,
+    }
+
+
+def _write_info(out: Path, info: dict[str, Any]) -> None:
+    atomic_write_text(out / "study.json", json.dumps(info, indent=2, default=str))
+
+
+def _gan_quality(cfg, out: Path, pair, reference, splits: Splits) -> dict[str, Any]:
+    """Classifier-feature FID etc. (offline), GAN-test accuracy, AC accuracy; cached."""
+    from advaug.evaluate.gan_quality import (
+        ClassifierFeatures,
+        ac_accuracy,
+        gan_test_accuracy,
+        generator_quality,
+    )
+
+    key = config_hash({"gan": to_dict(cfg.gan), "data": to_dict(cfg.data), "ref": _ref_hash(out)})
+    cache = out / "gan_quality.json"
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if cached.get("hash") == key:
+            return cached["quality"]
+    device = next(pair.generator.parameters()).device
+    test = splits.test
+    real = test.x.float().div(255)
+    n_fake = min(max(len(test), 2 * splits.num_classes), 10000)
+    q = generator_quality(
+        pair.generator,
+        real,
+        test.y,
+        ClassifierFeatures(reference, name=f"reference {cfg.reference_model.name}"),
+        n_fake,
+        seed=cfg.seed,
+    )
+    lines = q["protocol_lines"]
+    per = max(1, cfg.evaluate.gan_samples_per_class)
+    gtest, _ = gan_test_accuracy(reference, pair.generator, per, seed=cfg.seed)
+    ac = ac_accuracy(pair.critic, real.to(device), test.y.to(device))
+    quality = {
+        "classifier_fid": {"value": q["fid"], "protocol": lines["fid"]},
+        "intra_fid": {"value": q.get("intra_fid"), "protocol": lines["intra_fid"]},
+        "precision": {"value": q["precision"], "protocol": lines["precision_recall"]},
+        "recall": {"value": q["recall"], "protocol": lines["precision_recall"]},
+        "diversity_ratio": {"value": q["diversity_ratio"], "protocol": lines["diversity"]},
+        "gan_test_acc": {
+            "value": gtest,
+            "protocol": f"reference {cfg.reference_model.name} (trained on real data) on "
+            f"{per} AC-GAN samples per class, seed {cfg.seed}",
+        },
+        "ac_test_acc": {
+            "value": ac,
+            "protocol": f"AC head top-1 on the {splits.name} test split ({len(test)} images)",
+        },
+    }
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cache, json.dumps({"hash": key, "quality": quality}, indent=2, default=float))
+    return quality
+
+
+def _ref_hash(out: Path) -> str:
+    manifest = out / "reference" / "checkpoints" / "final.json"
+    return json.loads(manifest.read_text())["sha256"] if manifest.is_file() else ""
+
+
+def _grids(out: Path, splits: Splits, pair) -> None:
+    k = min(splits.num_classes, 10)
+    idx = torch.cat([(splits.test.y == c).nonzero()[:10, 0] for c in range(k)])
+    save_grid(splits.test.x[idx].float() / 255, out / "grids" / "real.png", nrow=10)
+    if pair is not None:
+        from advaug.models.gan import sample
+
+        g = torch.Generator().manual_seed(5)
+        y = torch.arange(k).repeat_interleave(10)
+        z = torch.randn(len(y), pair.generator.z_dim, generator=g)
+        dev = next(pair.generator.parameters()).device
+        save_grid(sample(pair.generator, y.to(dev), z=z.to(dev)), out / "grids" / "gan.png", 10)
+
+
+def _evaluate_all(cfg: StudyConfig, out: Path, splits: Splits, pair, reference) -> None:
+    from advaug.evaluate.suite import evaluate_model
+    from advaug.evaluate.uae import pair_grid, run_uae
+
+    rt = make_runtime(cfg.runtime)
+    transfer, transfer_from = None, ""
+    baseline = f"none-s{cfg.seeds[0]}"
+    if pair is not None and "none" in cfg.techniques and cfg.evaluate.uae_samples:
+        from advaug.attacks import UnrestrictedResult
+
+        path = out / "eval" / "transfer-uae.safetensors"
+        base = load_classifier(out / "classifiers" / baseline, rt.device)
+        key = _file_hash(out / "classifiers" / baseline / "checkpoints" / "final.json")
+        if path.is_file() and UnrestrictedResult.load(path).meta.get("key") == key:
+            transfer = UnrestrictedResult.load(path, rt.device)
+        else:
+            transfer = run_uae(
+                pair.generator,
+                pair.critic,
+                base,
+                cfg.evaluate.uae_samples,
+                steps=cfg.evaluate.uae_steps,
+                seed=cfg.seed + 17,
+            )
+            transfer.meta["key"] = key
+            transfer.save(path)
+        transfer_from = f"the baseline {baseline}"
+    for name, technique, seed in model_names(cfg):
+        folder = out / "classifiers" / name
+        key = config_hash(
+            {
+                "eval": to_dict(cfg.evaluate),
+                "model": _file_hash(folder / "checkpoints" / "final.json"),
+                "ref": _ref_hash(out),
+                "gan": _file_hash(out / "gan" / "checkpoints" / "final.json"),
+            }
+        )
+        path = out / "eval" / f"{name}.json"
+        if path.is_file() and json.loads(path.read_text()).get("hash") == key:
+            continue
+        log.info("evaluating %s", name)
+        model = load_classifier(folder, rt.device)
+        res = evaluate_model(
+            model,
+            splits.test.x,
+            splits.test.y,
+            cfg.evaluate,
+            dataset=splits.name,
+            gan=pair,
+            reference=reference,
+            transfer=transfer if name != baseline else None,
+            transfer_from=transfer_from,
+            seed=cfg.seed,
+        )
+        result = json.loads((folder / "result.json").read_text())
+        res.update(
+            {
+                "name": name,
+                "technique": technique,
+                "seed": seed,
+                "hash": key,
+                "checkpoint": str(folder / "checkpoints" / "final.pt"),
+                "cost": {
+                    "train_seconds": result["train_seconds"],
+                    "epochs": result["epochs"],
+                    "steps": result["steps"],
+                    "seconds_per_epoch": result["train_seconds"] / max(1, result["epochs"]),
+                },
+            }
+        )
+        if pair is not None and cfg.evaluate.uae_samples:
+            uae = run_uae(
+                pair.generator, pair.critic, model, 64, steps=cfg.evaluate.uae_steps, seed=seed
+            )
+            pair_grid(pair.generator, uae, out / "grids" / f"uae-{name}.png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(res, indent=2, default=float))
+
+
+def _file_hash(manifest: Path) -> str:
+    return json.loads(manifest.read_text()).get("sha256", "") if manifest.is_file() else ""

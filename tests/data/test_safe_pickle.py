@@ -1,0 +1,155 @@
+"""The restricted unpickler: official-format pickles load, anything else is refused unrun."""
+
+from __future__ import annotations
+
+import builtins
+import collections
+import contextlib
+import os
+import pickle
+import subprocess
+
+import numpy as np
+import pytest
+from .cifar_synth import dump_py2
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from advaug.data.safe_pickle import safe_load, safe_loads
+from advaug.errors import DataError, UnsafePickleError
+
+
+class _Evil:
+    """Unpickling this would run ``func(*args)``."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return (self.func, self.args)
+
+
+def test_python2_style_pickle_loads_with_bytes_keys(tmp_path):
+    arr = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    path = tmp_path / "batch"
+    path.write_bytes(dump_py2({b"data": arr, b"labels": [3, 7], b"name": b"x"}))
+    out = safe_load(path)
+    assert set(out) == {b"data", b"labels", b"name"}
+    assert out[b"data"].dtype == np.uint8
+    np.testing.assert_array_equal(out[b"data"], arr)
+    assert out[b"labels"] == [3, 7]
+
+
+def test_latin1_encoding_gives_str_keys(tmp_path):
+    path = tmp_path / "meta"
+    path.write_bytes(dump_py2({b"label_names": [b"cat", b"dog"]}))
+    assert safe_load(path, encoding="latin1") == {"label_names": ["cat", "dog"]}
+
+
+@pytest.mark.parametrize("protocol", [3, 4, 5])
+def test_numpy2_module_paths_and_scalars_load(protocol):
+    obj = {"a": np.arange(6, dtype=np.int64).reshape(2, 3), "s": np.int64(5), "f": np.float32(2.5)}
+    out = safe_loads(pickle.dumps(obj, protocol=protocol))
+    np.testing.assert_array_equal(out["a"], obj["a"])
+    assert out["s"] == 5 and out["s"].dtype == np.int64
+    assert out["f"] == np.float32(2.5)
+
+
+def test_file_object_input():
+    import io
+
+    assert safe_load(io.BytesIO(dump_py2([1, 2]))) == [1, 2]
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+@pytest.mark.parametrize(
+    "func,args,refused",
+    [
+        (os.system, "touch {marker}", r"(posix|os)\.system"),
+        (builtins.eval, "open({marker!r}, 'w').close()", r"__builtin__\.eval|builtins\.eval"),
+        (builtins.exec, "open({marker!r}, 'w').close()", r"__builtin__\.exec|builtins\.exec"),
+        (subprocess.call, ["touch", "{marker}"], r"\.call"),
+    ],
+)
+def test_code_execution_is_refused_and_nothing_runs(tmp_path, func, args, refused, protocol):
+    marker = tmp_path / "pwned"
+    arg = (
+        [a.format(marker=str(marker)) for a in args]
+        if isinstance(args, list)
+        else args.format(marker=str(marker))
+    )
+    payload = pickle.dumps({"data": _Evil(func, arg)}, protocol=protocol)
+    path = tmp_path / "train"
+    path.write_bytes(payload)
+    with pytest.raises(UnsafePickleError, match=refused) as info:
+        safe_load(path)
+    assert str(path) in str(info.value)
+    assert not marker.exists()
+    # The same payload really does run under the unrestricted unpickler, so the test can fail.
+    pickle.loads(payload)
+    assert marker.exists()
+
+
+def test_handwritten_global_opcode_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
+    with pytest.raises(UnsafePickleError, match=r"os\.system"):
+        safe_loads(payload, source="evil.pkl")
+    assert not marker.exists()
+
+
+def test_other_module_import_is_refused():
+    payload = pickle.dumps(collections.OrderedDict(a=1), protocol=2)
+    with pytest.raises(UnsafePickleError, match=r"collections\.OrderedDict"):
+        safe_loads(payload)
+
+
+def test_refused_global_after_valid_data_still_refused():
+    payload = pickle.dumps([np.zeros(3, np.uint8), _Evil(print, "x")], protocol=4)
+    with pytest.raises(UnsafePickleError, match="builtins.print"):
+        safe_loads(payload)
+
+
+def test_unsafe_pickle_error_is_a_data_error():
+    assert issubclass(UnsafePickleError, DataError)
+
+
+def test_truncated_file_names_the_file(tmp_path):
+    full = dump_py2({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 3]})
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(full[: len(full) // 2])
+    with pytest.raises(DataError, match="data_batch_1.*truncated or corrupt") as info:
+        safe_load(path)
+    assert not isinstance(info.value, UnsafePickleError)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage that is not a pickle", b"\x80\x02}q"])
+def test_garbage_raises_data_error(tmp_path, content):
+    path = tmp_path / "test_batch"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match="test_batch"):
+        safe_load(path)
+
+
+def test_missing_file_raises_data_error(tmp_path):
+    with pytest.raises(DataError, match="cannot read"):
+        safe_load(tmp_path / "nope")
+
+
+_VALID = dump_py2({b"data": np.arange(3072, dtype=np.uint8).reshape(1, 3072), b"labels": [1]})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_arbitrary_bytes_load_or_raise_data_error(data):
+    with contextlib.suppress(DataError):
+        safe_loads(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, len(_VALID) - 1), st.integers(0, 255), st.integers(1, len(_VALID)))
+def test_corrupted_official_pickle_loads_or_raises_data_error(pos, value, cut):
+    data = bytearray(_VALID)
+    data[pos] = value
+    with contextlib.suppress(DataError):
+        safe_loads(bytes(data[:cut]))

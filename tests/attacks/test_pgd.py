@@ -1,0 +1,101 @@
+"""PGD: projection, strength against FGSM, targeted mode, and the restart bookkeeping."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from advaug.attacks import FGSM, PGD
+
+from .toys import accuracy
+
+EPS = 8 / 255
+
+
+def test_one_step_without_random_start_equals_fgsm(trained, test_batch) -> None:
+    x, y = test_batch
+    pgd = PGD(trained, eps=EPS, alpha=EPS, steps=1, random_start=False)(x, y)
+    assert torch.allclose(pgd, FGSM(trained, eps=EPS)(x, y))
+
+
+def test_stronger_than_fgsm_and_in_ball(trained, test_batch) -> None:
+    x, y = test_batch
+    rng = torch.Generator().manual_seed(0)
+    adv = PGD(trained, eps=EPS, alpha=EPS / 4, steps=10, rng=rng)(x, y)
+    assert adv.min() >= 0 and adv.max() <= 1
+    assert (adv - x).abs().max() <= EPS + 1e-6
+    acc_pgd = accuracy(trained, adv, y)
+    acc_fgsm = accuracy(trained, FGSM(trained, eps=EPS)(x, y), y)
+    assert acc_pgd <= acc_fgsm and acc_pgd < 0.6
+    assert trained.training and all(p.grad is None for p in trained.parameters())
+
+
+def test_restarts_never_weaker(trained, test_batch) -> None:
+    x, y = test_batch
+    one = PGD(trained, eps=EPS, alpha=EPS / 4, steps=5, rng=torch.Generator().manual_seed(1))
+    three = PGD(
+        trained, eps=EPS, alpha=EPS / 4, steps=5, restarts=3, rng=torch.Generator().manual_seed(1)
+    )
+    # the first restart of `three` draws the same start as `one`, later restarts only add wins
+    assert accuracy(trained, three(x, y), y) <= accuracy(trained, one(x, y), y)
+
+
+def test_targeted_pgd_reaches_targets(trained, test_batch) -> None:
+    x, y = test_batch
+    target = (y + 2) % 4
+    adv = PGD(trained, eps=4 * EPS, alpha=EPS / 2, steps=20, targeted=True)(x, target)
+    assert accuracy(trained, adv, target) > 0.9
+    assert (adv - x).abs().max() <= 4 * EPS + 1e-6
+
+
+class Fixed(nn.Module):
+    """Logits read straight from pixel (0, 0, 0) and (0, 0, 1): class 0 wins iff x₀ > x₁."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = x[:, 0, 0, 0], x[:, 0, 0, 1]
+        return torch.stack([10 * a, 10 * b], dim=1)
+
+
+def test_restart_selection_keeps_first_success_else_highest_loss(monkeypatch) -> None:
+    """Candidates per restart are scripted; PGD must pick per sample by the stated rule."""
+    x = torch.full((3, 1, 1, 2), 0.5)
+    y = torch.zeros(3, dtype=torch.long)  # correct = class 0 = (x₀ > x₁)
+
+    def cand(*pairs: tuple[float, float]) -> Tensor:
+        return torch.tensor(pairs).view(-1, 1, 1, 2)
+
+    # restart 1: sample 0 fooled (x₀ < x₁); samples 1, 2 not (losses: sample 1 higher margin)
+    # restart 2 (only samples 1, 2): sample 1 fooled, sample 2 still not but with a higher loss
+    # restarts 3, 4 (only sample 2): lower losses than before, so restart 2's candidate stays
+    script = [
+        cand((0.45, 0.55), (0.6, 0.4), (0.7, 0.3)),
+        cand((0.3, 0.7), (0.55, 0.45)),
+        cand((0.9, 0.1)),
+        cand((0.8, 0.2)),
+    ]
+    seen: list[int] = []
+
+    def fake_run(self, images, labels, eps, alpha):
+        seen.append(images.shape[0])
+        return script[len(seen) - 1]
+
+    monkeypatch.setattr(PGD, "_run", fake_run)
+    adv = PGD(Fixed(), eps=0.5, restarts=4)(x, y)
+    assert seen == [3, 2, 1, 1]  # restart 4 still runs for sample 2 (never fooled)
+    assert torch.equal(adv[0], cand((0.45, 0.55))[0])
+    assert torch.equal(adv[1], cand((0.3, 0.7))[0])
+    assert torch.equal(adv[2], cand((0.55, 0.45))[0])
+
+
+def test_restarts_stop_when_all_fooled() -> None:
+    calls: list[int] = []
+
+    class Counting(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            calls.append(x.shape[0])
+            return torch.stack([x.flatten(1).sum(1), -x.flatten(1).sum(1)], dim=1)
+
+    x = torch.full((4, 1, 1, 1), 0.5)
+    y = torch.ones(4, dtype=torch.long)  # class 0 wins everywhere: all fooled after restart 1
+    PGD(Counting(), eps=0.1, steps=3, restarts=5)(x, y)
+    assert calls == [4, 4, 4, 4]  # 3 gradient steps + 1 evaluation, and no second restart

@@ -13,7 +13,9 @@ torch.set_num_threads(1)
 torch.set_num_interop_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_CIFAR100 = Path(os.environ.get("ADVAUG_CIFAR100", ROOT.parent / "shared/data/cifar-100-python"))
+SHARED_CIFAR100 = Path(
+    os.environ.get("ADVAUG_CIFAR100", ROOT.parent / "shared/data/cifar-100-python")
+)
 
 
 @pytest.fixture
@@ -22,3 +24,16 @@ def cifar100_root() -> Path:
     if not (SHARED_CIFAR100 / "train").is_file():
         pytest.skip(f"real CIFAR-100 not found at {SHARED_CIFAR100} (set ADVAUG_CIFAR100)")
     return SHARED_CIFAR100
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow (make test-all)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

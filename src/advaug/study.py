@@ -98,9 +98,25 @@ def model_names(cfg: StudyConfig) -> list[tuple[str, str, int]]:
     return [(f"{t}-s{s}", t, s) for t in cfg.techniques for s in cfg.seeds]
 
 
+def _only_technique(c: dict[str, Any], technique: str) -> dict[str, Any]:
+    """The classifier section with the other techniques' settings at their defaults, so that
+    changing one technique's settings does not invalidate the other techniques' cached runs."""
+    from advaug.config import AugmentConfig
+
+    default = to_dict(AugmentConfig())
+    aug = c["augment"]
+    for t in ("fgsm", "gan", "unrestricted"):
+        if t != technique:
+            aug[t] = default[t]
+    if technique == "none":
+        for key in ("prop", "adv_weight", "mode", "bn"):
+            aug[key] = default[key]
+    aug["technique"] = technique
+    return c
+
+
 def _classifier_job(cfg: StudyConfig, technique: str, seed: int, gan_dir: Path) -> ClassifierJob:
-    c = to_dict(cfg.classifier)
-    c["augment"]["technique"] = technique
+    c = _only_technique(to_dict(cfg.classifier), technique)
     from advaug.config import ClassifierConfig, from_dict
 
     return ClassifierJob(
@@ -115,8 +131,7 @@ def _classifier_job(cfg: StudyConfig, technique: str, seed: int, gan_dir: Path) 
 def _reference_job(cfg: StudyConfig) -> ClassifierJob:
     from advaug.config import ClassifierConfig, from_dict
 
-    c = to_dict(cfg.classifier)
-    c["augment"]["technique"] = "none"
+    c = _only_technique(to_dict(cfg.classifier), "none")
     c["model"] = to_dict(cfg.reference_model)
     c["epochs"] = cfg.reference_epochs or cfg.classifier.epochs
     return ClassifierJob(

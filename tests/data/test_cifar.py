@@ -11,10 +11,11 @@ import tarfile
 import numpy as np
 import pytest
 import torch
-from .cifar_synth import ARCHIVES, FOLDERS, cifar_files, dump_py2, md5s, write_folder, write_targz
 
 from advaug.data.cifar import CIFAR100, check_counts, load_cifar
 from advaug.errors import ConfigError, DataError, UnsafePickleError
+
+from .cifar_synth import ARCHIVES, FOLDERS, cifar_files, dump_py2, md5s, write_folder, write_targz
 
 
 def _load(root, name="cifar100", **kw):

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from .cifar_synth import cifar_files, write_folder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +20,8 @@ from advaug.data.datasets import (
     train_val_split,
 )
 from advaug.errors import ConfigError, DataError
+
+from .cifar_synth import cifar_files, write_folder
 
 
 def _indexed(counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,11 +13,12 @@ import urllib.request
 
 import pytest
 import torch
-from .cifar_synth import ARCHIVES, cifar_files, dump_py2, write_targz
 
 import advaug.data.cifar as cifar
 from advaug.data.cifar import CIFAR100, download_cifar, load_cifar
 from advaug.errors import DataError, DownloadError
+
+from .cifar_synth import ARCHIVES, cifar_files, dump_py2, write_targz
 
 
 @pytest.fixture

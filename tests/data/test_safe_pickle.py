@@ -11,12 +11,13 @@ import subprocess
 
 import numpy as np
 import pytest
-from .cifar_synth import dump_py2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from advaug.data.safe_pickle import safe_load, safe_loads
 from advaug.errors import DataError, UnsafePickleError
+
+from .cifar_synth import dump_py2
 
 
 class _Evil:

@@ -45,7 +45,9 @@ def test_interrupted_then_resumed_run_is_bit_identical(tmp_path, splits, techniq
     # metrics.jsonl: every epoch logged exactly once
     import json
 
-    recs = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    recs = [
+        json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    ]
     epochs = [r["epoch"] for r in recs if r["split"] == "train"]
     assert epochs == [1, 2]
 
@@ -79,7 +81,12 @@ def test_a_run_folder_with_another_config_is_refused(tmp_path, splits):
 def test_learns_digits_far_above_chance(tmp_path):
     cfg = build_config(
         "smoke",
-        ["data.train_limit=0", "data.test_limit=0", "classifier.epochs=8", "classifier.optim.lr=0.1"],
+        [
+            "data.train_limit=0",
+            "data.test_limit=0",
+            "classifier.epochs=8",
+            "classifier.optim.lr=0.1",
+        ],
     )
     job = ClassifierJob(data=cfg.data, runtime=cfg.runtime, classifier=cfg.classifier, seed=0)
     res = train_classifier(job, tmp_path / "r")

@@ -130,3 +130,8 @@ def test_fuzzed_values_either_validate_or_raise_config_error(key, value):
 
 def test_parse_overrides_builds_nested_dicts():
     assert parse_overrides(["a.b=1", "a.c=x", "d=[1, 2]"]) == {"a": {"b": 1, "c": "x"}, "d": [1, 2]}
+
+
+def test_exponent_without_a_dot_is_a_float():
+    # YAML 1.1 reads "4e-4" as a string; users write it that way on the command line
+    assert build_config("smoke", ["gan.lr_g=4e-4"]).gan.lr_g == 4e-4

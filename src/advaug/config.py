@@ -346,6 +346,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"invalid config value {key}={value!r}: expected an integer")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 4e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"invalid config value {key}={value!r}: expected a number")
         value = float(value)

@@ -195,8 +195,8 @@ def _estimate(plan: Plan) -> None:
     k = 100 if cfg.data.name == "cifar100" else 10
     dev = rt.device
 
-    def step_time(model_name: str, batch: int) -> float:
-        m = build_model(model_name, k).to(dev).train()
+    def step_time(model: Any, batch: int) -> float:
+        m = build_model(model.name, k, **model.kwargs).to(dev).train()
         opt = torch.optim.SGD(m.parameters(), lr=0.01)
         x = torch.rand(batch, 3, 32, 32, device=dev)
         y = torch.randint(k, (batch,), device=dev)
@@ -212,7 +212,7 @@ def _estimate(plan: Plan) -> None:
 
     b = cfg.classifier.batch_size
     steps = max(1, n_train // b) * cfg.classifier.epochs
-    t_step = step_time(cfg.classifier.model.name, b)
+    t_step = step_time(cfg.classifier.model, b)
     g = Generator(cfg.gan.z_dim, cfg.gan.width, k).to(dev)
     d = Critic(cfg.gan.width, k).to(dev)
     xb = torch.rand(cfg.gan.batch_size, 3, 32, 32, device=dev)
@@ -237,7 +237,7 @@ def _estimate(plan: Plan) -> None:
             s.estimate_s = t_gan * cfg.gan.iters
         elif s.kind == "reference":
             ref_steps = max(1, n_train // b) * (cfg.reference_epochs or cfg.classifier.epochs)
-            s.estimate_s = step_time(cfg.reference_model.name, b) * ref_steps
+            s.estimate_s = step_time(cfg.reference_model, b) * ref_steps
         elif s.kind == "classifier":
             t = s.job.classifier.augment.technique
             extra = 0.0

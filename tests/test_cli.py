@@ -124,6 +124,7 @@ def test_attack_unrestricted_writes_dataset_grid_and_summary(capsys, trained):
     assert "success over 20 sources" in out and "protocol:" in out
     summary = json.loads((trained / "atk" / "summary.json").read_text())
     assert summary["n"] == 20 and 0 <= summary["success_rate"] <= 1
+    assert "legitimacy" in summary
     from advaug.attacks import UnrestrictedResult
 
     res = UnrestrictedResult.load(trained / "atk" / "uae.safetensors")

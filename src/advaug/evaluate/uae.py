@@ -234,13 +234,19 @@ def attack_command(
         ref = load_classifier(reference, dev)
         summary["legitimacy"] = legitimacy(result, ref)
         summary["legitimacy_protocol"] = f"share of successes that {reference} labels as source"
-        train_x = _run_train_images(checkpoint)
+        train = _run_train_split(checkpoint)
         ok = result.successes()
-        if len(ok) and train_x is not None:
+        if len(ok) and train is not None:
+            train_x = train.x
             _, d_px = nearest_neighbours(ok.images[:256], train_x)
             _, d_ft = nearest_neighbours(ok.images[:256], train_x, feature_model=ref)
             summary["nn_pixel_l2_median"] = d_px[:, 0].median().item()
             summary["nn_feature_l2_median"] = d_ft[:, 0].median().item()
+            with torch.no_grad():
+                clean = pair.generator(result.z0.to(dev), result.source.to(dev)).cpu()
+            summary["diversity"] = diversity_report(
+                result, clean, result.source, train_x, train.y, ref
+            )
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     lines = [
         f"unrestricted attack: {summary['success_rate']:.1%} success over {num} sources",
@@ -258,8 +264,8 @@ def attack_command(
     return "\n".join(lines)
 
 
-def _run_train_images(checkpoint: str) -> torch.Tensor | None:
-    """The training images of the run that made ``checkpoint`` (from its config.yaml)."""
+def _run_train_split(checkpoint: str):
+    """The training split of the run that made ``checkpoint`` (from its config.yaml)."""
     import yaml
 
     from advaug.config import DataConfig, from_dict
@@ -271,5 +277,5 @@ def _run_train_images(checkpoint: str) -> torch.Tensor | None:
         cfg = folder / "config.yaml"
         if cfg.is_file():
             data = yaml.safe_load(cfg.read_text()).get("data", {})
-            return load_splits(from_dict(DataConfig, data)).train.x
+            return load_splits(from_dict(DataConfig, data)).train
     return None

@@ -109,7 +109,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 def make_runtime(cfg: RuntimeConfig) -> Runtime:
     """Resolve a :class:`RuntimeConfig` (and the torchrun environment) into a :class:`Runtime`."""
     rank, world, local = dist_env()
-    set_progress(cfg.progress and rank == 0)
+    if not cfg.progress or rank != 0:
+        set_progress(False)  # never turns bars back on that the CLI's --quiet turned off
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device, local)

@@ -75,9 +75,7 @@ def build_gan(cfg: GANConfig, num_classes: int) -> tuple[Generator, Critic]:
 def _batches(loader: DeviceLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless batches; each new epoch reshuffles (the loader keeps its position for resume)."""
     while True:
-        loader.set_epoch(loader.state_dict()["epoch"])
-        yield from loader
-        loader.load_state_dict({"epoch": loader.state_dict()["epoch"] + 1, "batch": 0})
+        yield from loader  # a finished pass moves the loader to the next epoch by itself
 
 
 def _fixed_noise(g: Generator, num_classes: int, seed: int, device) -> tuple[torch.Tensor, ...]:

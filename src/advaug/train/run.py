@@ -4,7 +4,12 @@ and result.json once finished.
 Only rank 0 writes. A run is *finished* exactly when ``result.json`` exists (it is written
 atomically, last). On resume from a checkpoint at step S, ``metrics.jsonl`` is cut back to the
 records with ``step <= S`` and TensorBoard purges events after S, so the resumed run logs every
-later step exactly once.
+later step exactly once. A run that finds no usable checkpoint starts over: the metrics of the
+lost attempt are dropped (and TensorBoard purges from step 0), so a step is never logged twice.
+
+A folder with a ``config.yaml`` but no checkpoint and no result (a run that failed before its
+first checkpoint) holds nothing to resume, so a run with a corrected config may take it over;
+a folder with checkpoints or a result is refused for any other config.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 from advaug.config import config_hash, dump_yaml
 from advaug.errors import ConfigError
 from advaug.log import get_logger
-from advaug.train.checkpoint import CheckpointManager, atomic_write_text
+from advaug.train.checkpoint import CheckpointManager, atomic_write_text, remove_stale_temps
 
 log = get_logger(__name__)
 
@@ -28,6 +33,26 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return str(v)
     return v
+
+
+class _RunCheckpoints(CheckpointManager):
+    """The checkpoints of a :class:`Run`: finding none to resume from resets the run's logs."""
+
+    def __init__(self, run: Run, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._run = run
+
+    def save(self, state: dict[str, Any], step: int, *, metric: float | None = None) -> Path:
+        self.meta["metrics_records"] = self._run.record_count()
+        return super().save(state, step, metric=metric)
+
+    def load_latest(self, map_location: Any = "cpu") -> tuple[dict[str, Any], dict] | None:
+        found = super().load_latest(map_location)
+        if found is None:
+            self._run.start_over()
+        else:
+            self._run._resume_records = found[1].get("metrics_records")
+        return found
 
 
 class Run:
@@ -43,6 +68,8 @@ class Run:
         write: bool = True,
         tensorboard: bool = True,
     ):
+        if not str(folder).strip():
+            raise ConfigError("the run folder is empty; pass --out DIR (a folder to write into)")
         self.folder = Path(folder)
         self.config = config
         self.kind = kind
@@ -50,8 +77,13 @@ class Run:
         self.hash = config_hash(config)
         self._tb = None
         self._tb_enabled = tensorboard
-        self.checkpoints = CheckpointManager(
-            self.folder / "checkpoints", keep_last, meta={"config_hash": self.hash, "kind": kind}
+        self._n_records: int | None = None  # records in metrics.jsonl (None: count them)
+        self._resume_records: int | None = None  # records the resumed checkpoint had seen
+        self.checkpoints: CheckpointManager = _RunCheckpoints(
+            self,
+            self.folder / "checkpoints",
+            keep_last,
+            meta={"config_hash": self.hash, "kind": kind},
         )
         if write:
             self._open()
@@ -64,17 +96,20 @@ class Run:
             raise ConfigError(
                 f"cannot create run folder {self.folder} ({e.strerror}); choose a writable --out"
             ) from e
+        remove_stale_temps(self.folder)
         cfg_path = self.folder / "config.yaml"
         text = dump_yaml(self.config)
         if cfg_path.is_file():
             old = cfg_path.read_text()
-            if old != text:
+            if old == text:
+                return
+            if self.finished or self.checkpoints.entries():
                 raise ConfigError(
                     f"{self.folder} holds a run with a different config; "
                     "use another --out folder or delete that one"
                 )
-        else:
-            atomic_write_text(cfg_path, text)
+            log.warning("%s held a run that never checkpointed; replacing its config", self.folder)
+        atomic_write_text(cfg_path, text)
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -85,21 +120,46 @@ class Run:
         return json.loads((self.folder / "result.json").read_text())
 
     def resume_from(self, step: int) -> None:
-        """Cut metrics after ``step`` (they will be logged again) and purge TensorBoard."""
+        """Cut metrics after ``step`` (they will be logged again) and purge TensorBoard.
+
+        A record logged after the checkpoint but with the same step (such as the test record
+        written after the last checkpoint) is cut too: the checkpoint's manifest holds how many
+        records had been written when it was saved.
+        """
         if not self.write:
             return
         path = self.folder / "metrics.jsonl"
+        kept = []
         if path.is_file():
-            kept = []
             for line in path.read_text().splitlines():
                 try:
                     rec = json.loads(line)
                 except ValueError:  # a line cut by a kill
                     continue
-                if rec.get("step", 0) <= step:
+                if isinstance(rec, dict) and rec.get("step", 0) <= step:
                     kept.append(line)
+            if self._resume_records is not None:
+                kept = kept[: self._resume_records]
             atomic_write_text(path, "".join(k + "\n" for k in kept))
+        self._n_records = len(kept)
         self._tb_purge = step + 1
+
+    def record_count(self) -> int:
+        """How many records metrics.jsonl holds."""
+        if self._n_records is None:
+            self._n_records = len(self.metrics())
+        return self._n_records
+
+    def start_over(self) -> None:
+        """Drop the logs of an attempt that left no usable checkpoint (the run restarts at 0)."""
+        if not self.write:
+            return
+        path = self.folder / "metrics.jsonl"
+        if path.is_file():
+            log.info("no usable checkpoint in %s; starting over", self.folder)
+            path.unlink()
+        self._n_records = 0
+        self._tb_purge = 0
 
     # -- logging ----------------------------------------------------------------------------
     @property
@@ -124,6 +184,8 @@ class Run:
         rec = {"step": step, "split": split, **{k: _jsonable(v) for k, v in metrics.items()}}
         with open(self.folder / "metrics.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
+        if self._n_records is not None:
+            self._n_records += 1
         tb = self.tb
         if tb is not None:
             for k, v in rec.items():

@@ -8,6 +8,7 @@ inside the package) is a partial dict over :class:`StudyConfig`; command-line ov
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -293,6 +294,8 @@ class StudyConfig:
             )
         _check(len(self.techniques) > 0, "techniques", "needs at least one technique")
         _check(len(self.seeds) > 0, "seeds", "needs at least one seed")
+        _check(self.seed >= 0, "seed", f"{self.seed} is negative; seeds are >= 0")
+        _check(all(s >= 0 for s in self.seeds), "seeds", f"{self.seeds} has a negative seed")
         _check(self.reference_epochs >= 0, "reference_epochs", "must be >= 0")
 
 
@@ -347,10 +350,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 4e-4 (no dot) as a string
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"invalid config value {key}={value!r}: expected a number")
         value = float(value)
@@ -470,7 +471,7 @@ def load_preset(name: str) -> dict[str, Any]:
 
 def build_config(preset: str | None = "demo", overrides: list[str] | None = None) -> StudyConfig:
     """Preset, then overrides, then validation."""
-    data = load_preset(preset) if preset else {}
+    data = load_preset(preset) if preset is not None else {}
     _deep_update(data, parse_overrides(overrides or []))
     return from_dict(StudyConfig, data)
 

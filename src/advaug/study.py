@@ -287,6 +287,7 @@ def run_study(cfg: StudyConfig, out: str | Path):
     atomic_write_text(out / "config.yaml", dump_yaml(cfg))
     splits = load_splits(cfg.data, seed=cfg.seed)
     log.info("study %s: %s", cfg.name, splits.describe())
+    _check_stages(plan, splits)
     info = _study_info(cfg, splits)
     _write_info(out, info)
     gan_pair = None
@@ -321,6 +322,26 @@ def run_study(cfg: StudyConfig, out: str | Path):
     info["wall_seconds"] = info.get("wall_seconds", 0.0) + time.perf_counter() - t0
     _write_info(out, info)
     return write_report(out)
+
+
+def _check_stages(plan: Plan, splits: Splits) -> None:
+    """Refuse, before hours of GAN training, a stage that would fail when it starts."""
+    from advaug.train.classifier import build_classifier
+
+    n = len(splits.train)
+    for s in plan.stages:
+        if s.kind in ("reference", "classifier"):
+            build_classifier(s.job, splits.num_classes)  # unknown names or options: ConfigError
+            if s.job.classifier.batch_size > n:
+                raise ConfigError(
+                    f"invalid config value classifier.batch_size={s.job.classifier.batch_size}: "
+                    f"larger than the {n} training images; lower it"
+                )
+        elif s.kind == "gan" and s.job.gan.batch_size > n:
+            raise ConfigError(
+                f"invalid config value gan.batch_size={s.job.gan.batch_size}: larger than the "
+                f"{n} training images; lower it"
+            )
 
 
 def _study_info(cfg: StudyConfig, splits: Splits) -> dict[str, Any]:

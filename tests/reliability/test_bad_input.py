@@ -481,24 +481,17 @@ def test_debug_shows_the_traceback_instead(monkeypatch, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: build_config treats --preset '' as no preset")
 def test_empty_preset_is_a_usage_error(cli, tmp_path):
     code, line = cli("train-classifier", "--preset", "", "--out", str(tmp_path / "r"))
     assert code == 2 and "preset" in line
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: StudyConfig.validate does not check seeds >= 0")
 @pytest.mark.parametrize("override", ["seed=-1", "seeds=[-2]"])
 def test_negative_seeds_are_usage_errors(override):
     with pytest.raises(ConfigError, match="seed"):
         build_config("smoke", [override])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="models/registry.py build_model / train/classifier.py build_classifier: a bad option "
-    "type or num_classes in model.kwargs ends as a TypeError (exit 1), not a ConfigError",
-)
 @pytest.mark.parametrize(
     "override", ["classifier.model.kwargs={width: abc}", "classifier.model.kwargs={num_classes: 5}"]
 )
@@ -510,12 +503,6 @@ def test_bad_model_options_are_usage_errors(cli, tmp_path, override):
     assert override.split("{")[1].split(":")[0] in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ReachedTraining,
-    reason="study.py: model names and classifier batch sizes are checked only when their stage "
-    "starts, i.e. after the GAN has trained",
-)
 @pytest.mark.parametrize(
     "override", ["reference_model.name=nope", "classifier.model.name=nope",
                  "classifier.batch_size=5000"]

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advaug.errors import ConfigError
+from advaug.errors import ConfigError, NumericalError
 
 EpsLike = float | Tensor
 
@@ -145,8 +145,21 @@ def input_grad(model: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor
     x = images.detach().requires_grad_(True)
     logits = model(x)
     loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+    check_finite(loss, "attack loss (the model's logits)")
     (grad,) = torch.autograd.grad(loss, x)
     return grad, logits.detach()
+
+
+def check_finite(value: Tensor, what: str) -> None:
+    """Stop with a one-line NumericalError when ``value`` holds NaN or inf.
+
+    Without it a NaN model silently yields sign(NaN) = 0 steps, i.e. clean images reported as
+    adversarial ones, and robust accuracy becomes meaningless.
+    """
+    if not bool(torch.isfinite(value).all()):
+        raise NumericalError(
+            f"{what} is NaN or infinite; the model is broken (check its checkpoint or training)"
+        )
 
 
 class Attack:

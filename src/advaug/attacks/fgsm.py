@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from advaug.attacks.base import (
     Attack,
     EpsLike,
+    check_finite,
     check_nonneg,
     input_grad,
     per_sample,
@@ -59,6 +60,7 @@ class StepLL(Attack):
         logits = self.model(x).float()
         least_likely = logits.detach().argmin(dim=1)
         loss = F.cross_entropy(logits, least_likely, reduction="sum")
+        check_finite(loss, "attack loss (the model's logits)")
         (grad,) = torch.autograd.grad(loss, x)
         return project(images - eps * grad.sign(), images, eps)
 

@@ -36,7 +36,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advaug.attacks.base import AttackInputError, check_nonneg, check_steps, frozen, unwrap
+from advaug.attacks.base import (
+    AttackInputError,
+    check_finite,
+    check_nonneg,
+    check_steps,
+    frozen,
+    unwrap,
+)
 from advaug.errors import DataError
 from advaug.log import get_logger, progress
 
@@ -611,7 +618,9 @@ class UnrestrictedAttack:
             with torch.enable_grad():
                 terms = self.objective(logits, ac_logits, za, z0[work], sa, ta)
                 wrt = [za] if na is None else [za, na]
-                grads = torch.autograd.grad(terms["total"][live].sum(), wrt)
+                total = terms["total"][live].sum()
+                check_finite(total, "unrestricted-attack objective (classifier, G or D output)")
+                grads = torch.autograd.grad(total, wrt)
             rows = work[live]
             gz = grads[0][live]
             gn = grads[1][live] if na is not None else None

@@ -122,7 +122,14 @@ def build_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
     bound = entry.signature.bind(**{**entry.defaults, **overrides, "num_classes": num_classes})
     bound.apply_defaults()
     kwargs = dict(bound.arguments)
-    model = entry.factory(**kwargs)
+    try:
+        model = entry.factory(**kwargs)
+    except (TypeError, ValueError) as e:  # e.g. width="abc": a usage error, not a crash
+        shown = ", ".join(f"{k}={v!r}" for k, v in sorted(overrides.items()))
+        raise ConfigError(
+            f"model {name!r} cannot be built with {shown or 'its defaults'} "
+            f"({' '.join(str(e).split())}); fix the model options"
+        ) from e
     model.arch_name = name
     model.arch_kwargs = _plain(kwargs)
     return model

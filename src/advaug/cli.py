@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
         gan=args.gan,
     )
     result = train_classifier(job, args.out)
-    print(json.dumps({k: v for k, v in result.items() if k != "runtime"}, indent=2))
+    _print_result(result)
     return 0
 
 
@@ -116,8 +117,13 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
     cfg = _config(args)
     job = GANJob(data=cfg.data, runtime=cfg.runtime, gan=cfg.gan, seed=cfg.seed)
     result = train_gan(job, args.out)
-    print(json.dumps({k: v for k, v in result.items() if k != "runtime"}, indent=2))
+    _print_result(result)
     return 0
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 speaks
+        print(json.dumps({k: v for k, v in result.items() if k != "runtime"}, indent=2))
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -231,5 +237,17 @@ def _one_line(e: BaseException) -> Any:
     return " ".join(text.split())
 
 
-if __name__ == "__main__":  # pragma: no cover
+def entry() -> None:
+    """The console script. Under torchrun (WORLD_SIZE > 1) the process ends through
+    :func:`advaug.train.ddp.run_worker`, which skips the interpreter teardown where lingering gloo
+    threads abort the process; ``torchrun --nproc_per_node=N -m advaug.cli train-classifier ...``.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from advaug.train.ddp import run_worker
+
+        run_worker(main)
     sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry()

@@ -64,6 +64,7 @@ class RuntimeConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA
     channels_last: Literal["auto", "on", "off"] = "auto"  # auto = on for CUDA
     compile: bool = False  # torch.compile the training step (falls back to eager on failure)
+    sync_bn: bool = False  # SyncBatchNorm for the classifier under torchrun (CUDA)
     threads: int = 0  # torch CPU threads (0 = leave torch's default)
     ckpt_every_min: float = 10.0  # also checkpoint every N minutes inside an epoch
     keep_last: int = 2  # checkpoints kept (plus the best one)
@@ -232,6 +233,7 @@ class GANConfig:
     eval_every: int = 200  # AC accuracy on the test split every N iterations
     ckpt_every: int = 200  # checkpoint every N iterations (and every ckpt_every_min minutes)
     standing_batches: int = 20  # batches for standing BN statistics after training
+    collapse_threshold: float = 0.3  # a class whose sample spread < this x real's is "collapsed"
 
     def validate(self, key: str) -> None:
         for name in ("z_dim", "width", "iters", "batch_size", "g_batch_mult", "n_critic"):

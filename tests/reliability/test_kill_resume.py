@@ -143,11 +143,6 @@ def test_study_survives_sigkill_and_does_not_redo_finished_stages(tmp_path):
     assert (cut / "report" / "index.html").is_file()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="classifier.py: a run stopped right after a mid-epoch checkpoint on the last batch of "
-    "an epoch cannot resume (UnboundLocalError: lr); see the reliability report",
-)
 def test_classifier_resumes_from_a_checkpoint_on_the_last_batch_of_an_epoch(tmp_path):
     from advaug.config import build_config
     from advaug.train.classifier import ClassifierJob, Interrupted, train_classifier
@@ -160,11 +155,6 @@ def test_classifier_resumes_from_a_checkpoint_on_the_last_batch_of_an_epoch(tmp_
     assert steps_by_split(tmp_path / "r")["train"] == [9, 18]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="classifier.py: the epoch's running loss/accuracy sums are not checkpointed, so the "
-    "train record of an epoch resumed mid-way covers only its second part",
-)
 def test_classifier_train_record_of_a_resumed_epoch_matches_the_uninterrupted_one(tmp_path):
     from advaug.config import build_config
     from advaug.train.classifier import ClassifierJob, Interrupted, train_classifier

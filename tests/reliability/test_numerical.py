@@ -192,8 +192,6 @@ class NaNNet(nn.Module):
         return self.net(x) * float("nan")
 
 
-
-
 @pytest.mark.parametrize(
     "make", [lambda f: FGSM(f, eps=8 / 255), lambda f: PGD(f, steps=2)], ids=["fgsm", "pgd"]
 )

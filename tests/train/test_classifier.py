@@ -120,3 +120,18 @@ def test_load_classifier_round_trip_and_mismatch(tmp_path, splits):
 
 def test_job_is_a_plain_dataclass():
     assert dataclasses.is_dataclass(ClassifierJob)
+
+
+def test_none_trains_on_the_whole_batch(tmp_path, splits):
+    """prop belongs to the augmenting techniques: the baseline must not drop half its batch."""
+    import json
+
+    job = _job("none", o=["classifier.augment.prop=0.5", "classifier.epochs=1"])
+    train_classifier(job, tmp_path / "r", splits=splits)
+    rec = next(
+        json.loads(line)
+        for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["split"] == "train"
+    )
+    assert rec["aug_share"] == 0.0
+    assert rec["clean_examples"] == 9 * 32  # 300 images, batch 32: every example of 9 batches

@@ -64,8 +64,9 @@ def frozen(*models: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def check_images(images: Tensor, name: str = "images") -> None:
-    """Raise :class:`AttackInputError` unless ``images`` is a float NCHW tensor in [0, 1]."""
+def check_images(images: Tensor, name: str = "images", values: bool = True) -> None:
+    """Raise :class:`AttackInputError` unless ``images`` is a float NCHW tensor in [0, 1]
+    (``values=False`` skips the range check, which waits for the device)."""
     if not isinstance(images, Tensor) or not images.is_floating_point():
         kind = images.dtype if isinstance(images, Tensor) else type(images).__name__
         raise AttackInputError(
@@ -76,7 +77,7 @@ def check_images(images: Tensor, name: str = "images") -> None:
         raise AttackInputError(
             f"{name} must be NCHW (4 dims), got shape {tuple(images.shape)}; add a batch dimension"
         )
-    if images.numel() and not bool(((images >= 0) & (images <= 1)).all()):
+    if values and images.numel() and not bool(((images >= 0) & (images <= 1)).all()):
         lo, hi = images.min().item(), images.max().item()
         raise AttackInputError(
             f"{name} must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; "
@@ -137,7 +138,9 @@ def project(adv: Tensor, images: Tensor, eps: Tensor) -> Tensor:
     return torch.clamp(torch.minimum(torch.maximum(adv, images - eps), images + eps), 0.0, 1.0)
 
 
-def input_grad(model: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+def input_grad(
+    model: nn.Module, images: Tensor, labels: Tensor, check: bool = True
+) -> tuple[Tensor, Tensor]:
     """Gradient of the summed cross-entropy w.r.t. ``images``, and the logits (detached).
 
     The sum (not the mean) makes each sample's gradient independent of the batch size.
@@ -145,7 +148,8 @@ def input_grad(model: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor
     x = images.detach().requires_grad_(True)
     logits = model(x)
     loss = F.cross_entropy(logits.float(), labels, reduction="sum")
-    check_finite(loss, "attack loss (the model's logits)")
+    if check:
+        check_finite(loss, "attack loss (the model's logits)")
     (grad,) = torch.autograd.grad(loss, x)
     return grad, logits.detach()
 
@@ -185,9 +189,13 @@ class Attack:
         """The modules this attack runs (all are frozen during a call)."""
         return (self.model,)
 
+    #: Check pixel ranges and NaN losses. Each check waits for the device; a training loop that
+    #: attacks every step (FGSM augmentation) turns them off to keep the step free of host syncs.
+    validate: bool = True
+
     def __call__(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
         """Adversarial versions of ``images`` (same shape, in [0, 1], detached)."""
-        check_images(images)
+        check_images(images, values=self.validate)
         if labels is None:
             if self.needs_labels:
                 raise AttackInputError(

@@ -14,7 +14,13 @@ __all__ = ["Technique", "build_technique", "forward_mixed", "mixed_loss", "split
 
 
 def build_technique(
-    cfg: AugmentConfig, *, seed: int, device: torch.device, gan: Any = None
+    cfg: AugmentConfig,
+    *,
+    seed: int,
+    device: torch.device,
+    gan: Any = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Technique:
     """The technique named by ``cfg.technique``; ``gan`` is a loaded (generator, critic) pair."""
     t = cfg.technique
@@ -33,5 +39,5 @@ def build_technique(
             return GANTechnique(cfg.gan, gan, seed, device)
         from advaug.augment.unrestricted import UnrestrictedTechnique
 
-        return UnrestrictedTechnique(cfg.unrestricted, gan, seed, device)
+        return UnrestrictedTechnique(cfg.unrestricted, gan, seed, device, rank, world_size)
     raise ConfigError(f"unknown technique '{t}'; choose one of {', '.join(TECHNIQUES)}")

@@ -122,8 +122,8 @@ def forward_mixed(
     stats = {
         "loss_sum": loss.detach() * (n_c + n_a),
         "clean_correct": (logits_c.argmax(1) == y_clean).sum() if n_c else zero,
-        "clean_n": torch.tensor(n_c, device=x_clean.device),
+        "clean_n": x_clean.new_full((), n_c, dtype=torch.long),
         "aug_correct": (logits_a.argmax(1) == y_a).sum() if n_a else zero,
-        "aug_n": torch.tensor(n_a, device=x_clean.device),
+        "aug_n": x_clean.new_full((), n_a, dtype=torch.long),
     }
     return loss, stats

@@ -22,15 +22,16 @@ class FGSMTechnique(Technique):
 
     def __init__(self, cfg: FGSMAugConfig, seed: int, device: torch.device):
         self.cfg = cfg
-        self.rng = torch.Generator(device=device)
+        self.rng = torch.Generator(device=device)  # random starts (ffgsm), on the data's device
         self.rng.manual_seed(seed + 101)
+        self.eps_rng = torch.Generator().manual_seed(seed + 102)  # CPU: no device sync per step
         self.last_eps = cfg.eps_min
 
     def draw_eps(self) -> float:
         lo, hi = self.cfg.eps_min, self.cfg.eps_max
         if hi == lo:
             return lo
-        u = torch.rand((), generator=self.rng, device=self.rng.device).item()
+        u = torch.rand((), generator=self.eps_rng).item()
         return lo + (hi - lo) * u
 
     def generate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int):
@@ -41,14 +42,15 @@ class FGSMTechnique(Technique):
             atk = FFGSM(model, eps=eps, rng=self.rng)
         else:
             atk = FGSM(model, eps=eps)
+        atk.validate = False  # the loader's pixels are in range; keep the step free of syncs
         return atk(x, y).detach(), y
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.get_state()}
+        return {"rng": self.rng.get_state(), "eps_rng": self.eps_rng.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "rng" in state:
-            self.rng.set_state(state["rng"])
+        self.rng.set_state(state["rng"].cpu())
+        self.eps_rng.set_state(state["eps_rng"].cpu())
 
     def metrics(self) -> dict[str, float]:
         return {"eps": self.last_eps}

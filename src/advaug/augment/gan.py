@@ -43,7 +43,7 @@ class GANTechnique(Technique):
         return {"rng": self.rng.get_state(), "kept": self.kept, "asked": self.asked}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rng.set_state(state["rng"])
+        self.rng.set_state(state["rng"].cpu())
         self.kept, self.asked = state["kept"], state["asked"]
 
     def metrics(self) -> dict[str, float]:

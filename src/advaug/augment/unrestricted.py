@@ -137,7 +137,7 @@ class UnrestrictedTechnique(Technique):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rng.set_state(state["rng"])
+        self.rng.set_state(state["rng"].cpu())
         for name in ("images", "labels", "z", "valid"):
             setattr(self, name, state[name].to(self.device))
         self.pointer, self.last_refresh = state["pointer"], state["last_refresh"]

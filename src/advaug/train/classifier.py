@@ -11,10 +11,19 @@ One step, in full::
 Checkpoints are written at each epoch end and every ``ckpt_every_min`` minutes (or
 ``ckpt_every_steps`` steps) and hold model, optimiser, EMA, technique state, loader position and
 RNG states, so a killed run resumes to bit-identical weights on the CPU.
+
+Under ``torchrun`` (see :mod:`advaug.train.ddp`) the model trains in DistributedDataParallel:
+``classifier.batch_size`` is the batch of one rank, the global batch is ``batch_size ×
+world_size``, and ``classifier.optim.lr`` is used as configured, i.e. as the learning rate of
+that global batch. Rank 0 writes everything; the checkpoint also keeps every rank's RNG and
+technique state. A run resumes under any world size: the loader position is converted through
+the number of images the run has consumed (the technique state is kept only when the world size
+is unchanged). With ``runtime.sync_bn`` (CUDA only) batch norm uses the global batch.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -33,10 +42,19 @@ from advaug.errors import CheckpointError, ConfigError, NumericalError
 from advaug.evaluate.accuracy import accuracy
 from advaug.log import get_logger, progress
 from advaug.models import build_model
+from advaug.train import ddp
 from advaug.train.checkpoint import check_arch, load_file, resolve_checkpoint, save_final
 from advaug.train.data_setup import Splits, load_splits
 from advaug.train.run import Run
-from advaug.train.runtime import Runtime, make_runtime, rng_state, seed_everything, set_rng_state
+from advaug.train.runtime import (
+    Runtime,
+    distributed,
+    make_runtime,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    update_ema,
+)
 from advaug.train.schedule import lr_at
 
 log = get_logger(__name__)
@@ -59,7 +77,12 @@ class Interrupted(Exception):
 
 
 def build_classifier(job: ClassifierJob, num_classes: int) -> nn.Module:
-    return build_model(job.classifier.model.name, num_classes, **job.classifier.model.kwargs)
+    kwargs = job.classifier.model.kwargs
+    if "num_classes" in kwargs:
+        raise ConfigError(
+            "classifier.model.kwargs.num_classes is set by the dataset; remove it from the kwargs"
+        )
+    return build_model(job.classifier.model.name, num_classes, **kwargs)
 
 
 def _optimizer(model: nn.Module, cfg: ClassifierConfig, rt: Runtime) -> torch.optim.Optimizer:
@@ -78,6 +101,7 @@ def _optimizer(model: nn.Module, cfg: ClassifierConfig, rt: Runtime) -> torch.op
 
 
 def _state(model, opt, ema, technique, loader, step, epoch, best, extra) -> dict[str, Any]:
+    """The checkpoint of a one-process run; ``model`` is the plain (unwrapped) module."""
     return {
         "model": model.state_dict(),
         "optimizer": opt.state_dict(),
@@ -99,8 +123,22 @@ def train_classifier(
     splits: Splits | None = None,
     stop_after: int | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) one classifier in run folder ``out``; returns its result dict."""
+    """Train (or resume) one classifier in run folder ``out``; returns its result dict.
+
+    Under torchrun every rank calls this; the returned result is the same on every rank.
+    """
     rt = make_runtime(job.runtime)
+    with distributed(rt):
+        return _train(job, out, rt, splits, stop_after)
+
+
+def _train(
+    job: ClassifierJob,
+    out: str | Path,
+    rt: Runtime,
+    splits: Splits | None,
+    stop_after: int | None,
+) -> dict[str, Any]:
     run = Run(out, job, kind="classifier", keep_last=job.runtime.keep_last, write=rt.is_main)
     if run.finished:
         log.info("%s is finished; nothing to do", out)
@@ -115,6 +153,12 @@ def train_classifier(
     seed_everything(job.seed)
     model = rt.prepare(build_classifier(job, splits.num_classes))
     arch = {"arch_name": model.arch_name, "arch_kwargs": model.arch_kwargs}
+    # `net` trains (DDP under torchrun); `model` is the plain module that attacks, EMA,
+    # evaluation and checkpoints use. One process: the same object.
+    net = ddp.wrap(model, rt, sync_bn=getattr(job.runtime, "sync_bn", False))
+    model = ddp.unwrap(net)
+    if rt.distributed and rt.rank > 0:  # every rank its own random stream (rank 0 keeps seed's)
+        torch.manual_seed(ddp.rank_seed(job.seed, rt.rank))
     opt = _optimizer(model, cfg, rt)
     ema = None
     if cfg.optim.ema_decay > 0:
@@ -122,7 +166,7 @@ def train_classifier(
             model, multi_avg_fn=get_ema_multi_avg_fn(cfg.optim.ema_decay), use_buffers=True
         )
     gan = _load_gan_for(job, rt) if cfg.augment.technique in ("gan", "unrestricted") else None
-    technique = build_technique(cfg.augment, seed=job.seed, device=rt.device, gan=gan)
+    technique = _build_technique(job, rt, gan)
     loader = DeviceLoader(
         splits.train.x,
         splits.train.y,
@@ -141,7 +185,9 @@ def train_classifier(
     steps_per_epoch = len(loader)
     total = steps_per_epoch * cfg.epochs
     step, epoch, best = 0, 0, -1.0
-    resumed = run.checkpoints.load_latest(map_location=rt.device)
+    acc: dict[str, torch.Tensor] | None = None  # the epoch's running sums (device tensors)
+    # CPU first: RNG states must be CPU tensors; weights are copied onto the device on load.
+    resumed = run.checkpoints.load_latest(map_location="cpu")
     if resumed is not None:
         state, manifest = resumed
         check_arch(state, arch["arch_name"], arch["arch_kwargs"])
@@ -149,24 +195,47 @@ def train_classifier(
         opt.load_state_dict(state["optimizer"])
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
-        technique.load_state_dict(state["technique"])
-        loader.load_state_dict(state["loader"])
         step, epoch, best = state["step"], state["epoch"], state["best_val"]
-        set_rng_state(state["rng"])
+        same_world = state.get("world_size", 1) == rt.world_size
+        loader.load_state_dict(_loader_state(state, rt.world_size, len(loader)))
+        if not same_world:
+            step = loader.epoch * steps_per_epoch + loader.state_dict()["batch"]
+        acc = _restore_rank_state(state, rt, technique, job.seed + step, same_world)
+        if acc is not None:
+            acc = {k: v.to(rt.device) for k, v in acc.items()}
         run.resume_from(step)
         log.info("resumed %s at step %d (epoch %d)", out, step, epoch)
     else:
-        run.log(0, "setup", {"runtime": str(rt.describe()), "steps_per_epoch": steps_per_epoch})
+        run.log(
+            0,
+            "setup",
+            {
+                "runtime": str(rt.describe()),
+                "steps_per_epoch": steps_per_epoch,
+                "global_batch": cfg.batch_size * rt.world_size,
+            },
+        )
 
     def save(metric: float | None = None) -> None:
+        # Collective under torchrun (every rank hands over its RNG and technique state).
+        mine = {"rng": rng_state(), "technique": technique.state_dict(), "epoch_stats": acc}
+        ranks = ddp.gather_to_main(mine)
         if rt.is_main:
-            extra = {**arch, "num_classes": splits.num_classes, "classes": splits.classes}
+            extra = {
+                **arch,
+                "num_classes": splits.num_classes,
+                "classes": splits.classes,
+                "epoch_stats": acc,  # so that a resumed epoch logs the whole epoch
+            }
             state = _state(model, opt, ema, technique, loader, step, epoch, best, extra)
+            if rt.distributed:
+                state.update(world_size=rt.world_size, ranks=ranks)
             run.checkpoints.save(state, step, metric=metric)
 
+    prop = 0.0 if technique.name == "none" else cfg.augment.prop  # `none` trains on all of B
     train_step = rt.maybe_compile(
         lambda xc, yc, aug: forward_mixed(
-            model,
+            net,
             xc,
             yc,
             aug,
@@ -177,15 +246,16 @@ def train_classifier(
     )
     t_start, last_ckpt = time.perf_counter(), time.monotonic()
     bar = progress(total=total, initial=step, desc=f"train {cfg.augment.technique}", unit="step")
+    # the last step's lr, for a run resumed from a checkpoint on the last batch of an epoch
+    lr = lr_at(cfg.optim, max(0, step - 1), steps_per_epoch, cfg.epochs)
     while epoch < cfg.epochs:
         loader.set_epoch(epoch)
-        acc = None
         model.train()
         for x, y in loader:
             lr = lr_at(cfg.optim, step, steps_per_epoch, cfg.epochs)
             for g in opt.param_groups:
                 g["lr"] = lr
-            part = split_batch(x, y, cfg.augment.prop, cfg.augment.mode)
+            part = split_batch(x, y, prop, cfg.augment.mode)
             aug = technique(model, part.x_src, part.y_src, step)
             with rt.autocast():
                 loss, stats = train_step(part.x_clean, part.y_clean, aug)
@@ -193,12 +263,15 @@ def train_classifier(
             loss.backward()
             opt.step()
             if ema is not None:
-                ema.update_parameters(model)
+                update_ema(ema, model, cfg.optim.ema_decay)
             acc = stats if acc is None else {k: acc[k] + v for k, v in stats.items()}
             step += 1
             bar.update(1)
             by_steps = job.ckpt_every_steps and step % job.ckpt_every_steps == 0
-            if by_steps or time.monotonic() - last_ckpt > 60 * job.runtime.ckpt_every_min:
+            by_time = time.monotonic() - last_ckpt > 60 * job.runtime.ckpt_every_min
+            if rt.distributed:  # the clock differs between ranks: agree (saving is collective)
+                by_time = step % ddp.AGREE_EVERY == 0 and ddp.agree(by_time)
+            if by_steps or by_time:
                 save()
                 last_ckpt = time.monotonic()
             if stop_after is not None and step >= stop_after:
@@ -206,9 +279,11 @@ def train_classifier(
                 bar.close()
                 run.close()
                 raise Interrupted(f"stopped after step {step}")
-        # End of epoch: one host sync for the epoch's training stats, then validation.
+        # End of epoch: one host sync for the epoch's training stats (summed over the ranks),
+        # then validation.
         epoch += 1
         rec = _epoch_record(acc, lr, technique)
+        acc = None
         if not math.isfinite(rec["loss"]):
             raise NumericalError(
                 f"classifier loss became {rec['loss']} in epoch {epoch}; the last good checkpoint "
@@ -218,7 +293,7 @@ def train_classifier(
         metric = None
         if splits.val is not None:
             eval_model = ema.module if ema is not None else model
-            v = accuracy(eval_model, splits.val.x, splits.val.y, cfg.eval_batch_size, rt)
+            v = _accuracy(eval_model, splits.val.x, splits.val.y, cfg.eval_batch_size, rt)
             run.log(step, "val", {"epoch": epoch, "top1": v["top1"], "top5": v["top5"]})
             metric = v["top1"]
             best = max(best, metric)
@@ -227,7 +302,8 @@ def train_classifier(
         last_ckpt = time.monotonic()
     bar.close()
     eval_model = ema.module if ema is not None else model
-    test = accuracy(eval_model, splits.test.x, splits.test.y, cfg.eval_batch_size, rt)
+    test = _accuracy(eval_model, splits.test.x, splits.test.y, cfg.eval_batch_size, rt)
+    replica_diff = ddp.replica_difference(net)
     final = {
         "model": eval_model.state_dict(),
         **arch,
@@ -250,24 +326,115 @@ def train_classifier(
         f"{'EMA' if ema is not None else 'final'} weights, seed {job.seed}",
         "runtime": rt.describe(),
     }
+    if rt.distributed:
+        result["global_batch"] = cfg.batch_size * rt.world_size
+        result["replica_max_abs_diff"] = replica_diff
     run.log(step, "test", {"top1": test["top1"], "top5": test["top5"]})
     run.finish(result)
     return result
 
 
 def _epoch_record(acc: dict[str, torch.Tensor] | None, lr: float, technique) -> dict[str, float]:
+    """The epoch's training record: sums over all ranks (one collective, one host sync);
+    the technique's own numbers are rank 0's."""
     if acc is None:
         return {"loss": float("nan"), "clean_acc": 0.0, "aug_acc": 0.0, "lr": lr}
-    vals = {k: v.item() for k, v in acc.items()}
+    vals = ddp.all_sum(acc)
     n = vals["clean_n"] + vals["aug_n"]
     return {
         "loss": vals["loss_sum"] / max(1, n),
         "clean_acc": vals["clean_correct"] / max(1, vals["clean_n"]),
         "aug_acc": vals["aug_correct"] / vals["aug_n"] if vals["aug_n"] else None,
         "aug_share": vals["aug_n"] / max(1, n),
+        "clean_examples": int(vals["clean_n"]),
+        "aug_examples": int(vals["aug_n"]),
         "lr": lr,
         **technique.metrics(),
     }
+
+
+def _build_technique(job: ClassifierJob, rt: Runtime, gan: Any):
+    """The job's technique with this rank's own random stream (and pool share, if any)."""
+    cfg = job.classifier.augment
+    seed = ddp.rank_seed(job.seed, rt.rank)
+    kwargs: dict[str, Any] = {"seed": seed, "device": rt.device, "gan": gan}
+    if rt.distributed and "world_size" in inspect.signature(build_technique).parameters:
+        return build_technique(cfg, **kwargs, rank=rt.rank, world_size=rt.world_size)
+    technique = build_technique(cfg, **kwargs)
+    if rt.distributed and technique.name == "unrestricted":
+        # Until build_technique passes rank/world_size on: split the latent pool over the ranks.
+        from advaug.augment.unrestricted import UnrestrictedTechnique
+
+        technique = UnrestrictedTechnique(
+            cfg.unrestricted, gan, seed, rt.device, rank=rt.rank, world_size=rt.world_size
+        )
+    return technique
+
+
+def _loader_state(state: dict[str, Any], world_size: int, batches: int) -> dict[str, int]:
+    """The checkpoint's loader position for ``world_size`` ranks.
+
+    Batch b of world size W ends after ``b * W`` per-rank batches of the shared permutation; a
+    different world size resumes at the batch that ends there or just before (at most one global
+    batch is seen twice).
+    """
+    pos = dict(state["loader"])
+    saved = int(state.get("world_size", 1))
+    if saved != world_size:
+        pos["batch"] = min(batches, pos["batch"] * saved // world_size)
+    return pos
+
+
+def _restore_rank_state(
+    state: dict[str, Any], rt: Runtime, technique: Any, reseed: int, same_world: bool
+) -> dict[str, torch.Tensor] | None:
+    """Restore this rank's RNG and technique state and return its running epoch sums.
+
+    With the world size unchanged each rank gets its own; after a change, rank 0 keeps the
+    saved RNG and takes the sums of all saved ranks, the others reseed and start from zero, and
+    techniques start afresh.
+    """
+    ranks = state.get("ranks")
+    if same_world and ranks is not None:
+        mine = ranks[rt.rank]
+        technique.load_state_dict(mine["technique"])
+        set_rng_state(mine["rng"])
+        return mine.get("epoch_stats")
+    if same_world:
+        technique.load_state_dict(state["technique"])
+        set_rng_state(state["rng"])
+        return state.get("epoch_stats")
+    log.warning(
+        "checkpoint was made with world size %s, resuming with %d: technique state restarts",
+        state.get("world_size", 1),
+        rt.world_size,
+    )
+    if rt.rank != 0:
+        torch.manual_seed(ddp.rank_seed(reseed, rt.rank))
+        return None
+    set_rng_state(state["rng"])
+    parts = [r.get("epoch_stats") for r in ranks] if ranks else [state.get("epoch_stats")]
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    return {k: sum(p[k] for p in parts) for k in parts[0]}
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, rt: Runtime):
+    """Top-1/top-5 of ``model`` on (x, y); under torchrun each rank evaluates every
+    ``world_size``-th image and the hits are summed."""
+    if not rt.distributed:
+        return accuracy(model, x, y, batch, rt)
+    part = accuracy(model, x[rt.rank :: rt.world_size], y[rt.rank :: rt.world_size], batch, rt)
+    n = part["n"]
+    hits = {
+        "top1": torch.tensor(round(part["top1"] * n) if n else 0.0, device=rt.device),
+        "top5": torch.tensor(round(part["top5"] * n) if n else 0.0, device=rt.device),
+        "n": torch.tensor(float(n), device=rt.device),
+    }
+    total = ddp.all_sum(hits)
+    n_all = max(1.0, total["n"])
+    return {"top1": total["top1"] / n_all, "top5": total["top5"] / n_all, "n": int(total["n"])}
 
 
 def _load_gan_for(job: ClassifierJob, rt: Runtime):

@@ -7,6 +7,14 @@ with standing BN statistics is what ``sample`` and the study use.
 
 Every loss term is checked for NaN/inf before each checkpoint; a bad value stops the run with a
 message naming the term, and the last good checkpoint stays.
+
+Under ``torchrun`` (see :mod:`advaug.train.ddp`) G and D train in DistributedDataParallel:
+``gan.batch_size`` is the real batch of one rank per critic step (global batch ``batch_size ×
+world_size``; the G step uses ``g_batch_mult × batch_size`` per rank), each rank draws its own
+noise, and the learning rates are used as configured (for the global batch). The G step runs
+the plain critic (its weights are frozen there), so only G's gradients are all-reduced in it.
+Logged losses are means over all ranks; rank 0 writes. The checkpoint keeps every rank's RNG
+state; a run resumes under any world size (the loader position is converted).
 """
 
 from __future__ import annotations
@@ -27,11 +35,20 @@ from advaug.errors import CheckpointError, ConfigError, NumericalError
 from advaug.imaging import save_grid
 from advaug.log import get_logger, progress
 from advaug.models.gan import Critic, Generator, recompute_standing_stats, sample
+from advaug.train import ddp
 from advaug.train.checkpoint import check_arch, load_file, resolve_checkpoint, save_final
 from advaug.train.data_setup import Splits, load_splits
 from advaug.train.gan_losses import critic_loss, dequantize, generator_loss
 from advaug.train.run import Run
-from advaug.train.runtime import Runtime, make_runtime, rng_state, seed_everything, set_rng_state
+from advaug.train.runtime import (
+    Runtime,
+    distributed,
+    make_runtime,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    update_ema,
+)
 
 log = get_logger(__name__)
 
@@ -86,9 +103,8 @@ def _fixed_noise(g: Generator, num_classes: int, seed: int, device) -> tuple[tor
     return z.to(device), y.to(device)
 
 
-def _check_finite(parts: dict[str, torch.Tensor], where: str, folder: Path) -> None:
-    for name, v in parts.items():
-        val = float(v)
+def _check_finite(parts: dict[str, float], where: str, folder: Path) -> None:
+    for name, val in parts.items():
         if not math.isfinite(val):
             raise NumericalError(
                 f"GAN {where} loss term '{name}' became {val}; the last good checkpoint is kept in "
@@ -104,10 +120,25 @@ def train_gan(
     stop_after: int | None = None,
     inject_nan_at: int | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) an AC-GAN in run folder ``out``; returns its result dict."""
+    """Train (or resume) an AC-GAN in run folder ``out``; returns its result dict.
+
+    Under torchrun every rank calls this; the returned result is the same on every rank.
+    """
+    rt = make_runtime(job.runtime)
+    with distributed(rt):
+        return _train(job, out, rt, splits, stop_after, inject_nan_at)
+
+
+def _train(
+    job: GANJob,
+    out: str | Path,
+    rt: Runtime,
+    splits: Splits | None,
+    stop_after: int | None,
+    inject_nan_at: int | None,
+) -> dict[str, Any]:
     from advaug.train.classifier import Interrupted
 
-    rt = make_runtime(job.runtime)
     run = Run(out, job, kind="gan", keep_last=job.runtime.keep_last, write=rt.is_main)
     if run.finished:
         log.info("%s is finished; nothing to do", out)
@@ -123,6 +154,10 @@ def train_gan(
     seed_everything(job.seed)
     g, d = build_gan(cfg, k)
     g, d = rt.prepare(g), rt.prepare(d)
+    # g_net / d_net train (DDP under torchrun); g / d are the plain modules. One process: same.
+    g_net, d_net = ddp.wrap(g, rt), ddp.wrap(d, rt)
+    if rt.distributed and rt.rank > 0:
+        torch.manual_seed(ddp.rank_seed(job.seed, rt.rank))
     betas = (cfg.beta1, cfg.beta2)
     fused = {"fused": True} if rt.device.type == "cuda" else {}
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=betas, **fused)
@@ -145,9 +180,10 @@ def train_gan(
         world_size=rt.world_size,
     )
     rng = torch.Generator(device=rt.device)
-    rng.manual_seed(job.seed + 1)
+    rng.manual_seed(ddp.rank_seed(job.seed + 1, rt.rank))
     it = 0
-    resumed = run.checkpoints.load_latest(map_location=rt.device)
+    # CPU first: generator states must be CPU tensors; weights are copied onto the device.
+    resumed = run.checkpoints.load_latest(map_location="cpu")
     if resumed is not None:
         state, _ = resumed
         check_arch(state["g_arch"], g.arch_name, g.arch_kwargs)
@@ -157,10 +193,23 @@ def train_gan(
         opt_d.load_state_dict(state["opt_d"])
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
-        loader.load_state_dict(state["loader"])
-        rng.set_state(state["gen_rng"].cpu() if rt.device.type == "cpu" else state["gen_rng"])
-        set_rng_state(state["rng"])
         it = state["iter"]
+        saved_world = int(state.get("world_size", 1))
+        pos = dict(state["loader"])
+        if saved_world != rt.world_size:
+            pos["batch"] = min(len(loader), pos["batch"] * saved_world // rt.world_size)
+        loader.load_state_dict(pos)
+        ranks = state.get("ranks")
+        if saved_world == rt.world_size:
+            mine = ranks[rt.rank] if ranks is not None else state
+            rng.set_state(mine["gen_rng"].cpu())
+            set_rng_state(mine["rng"])
+        elif rt.rank == 0:
+            rng.set_state(state["gen_rng"].cpu())
+            set_rng_state(state["rng"])
+        else:  # a new rank, or a rank of another world size: a fresh stream of its own
+            rng.manual_seed(ddp.rank_seed(job.seed + 1 + it, rt.rank))
+            torch.manual_seed(ddp.rank_seed(job.seed + it, rt.rank))
         run.resume_from(it)
         log.info("resumed GAN %s at iteration %d", out, it)
     fixed_z, fixed_y = _fixed_noise(g, k, job.seed, rt.device)
@@ -169,7 +218,10 @@ def train_gan(
     d_arch = {"arch_name": d.arch_name, "arch_kwargs": dict(d.arch_kwargs)}
 
     def save() -> None:
+        # Collective under torchrun (every rank hands over its RNG states).
+        ranks = ddp.gather_to_main({"gen_rng": rng.get_state(), "rng": rng_state()})
         if rt.is_main:
+            extra = {"world_size": rt.world_size, "ranks": ranks} if rt.distributed else {}
             run.checkpoints.save(
                 {
                     "generator": g.state_dict(),
@@ -185,6 +237,7 @@ def train_gan(
                     "d_arch": d_arch,
                     "num_classes": k,
                     "classes": splits.classes,
+                    **extra,
                 },
                 it,
             )
@@ -215,7 +268,7 @@ def train_gan(
                 with torch.no_grad():
                     fake = g(z, y)
                 loss_d, parts_d = critic_loss(
-                    d,
+                    d_net,
                     x,
                     y,
                     fake,
@@ -238,12 +291,12 @@ def train_gan(
         y_g = torch.randint(k, (n_g,), device=rt.device, generator=rng)
         z_g = torch.randn(n_g, g.z_dim, device=rt.device, generator=rng)
         with rt.autocast():
-            loss_g, parts_g = generator_loss(d, g(z_g, y_g), y_g, ac_scale=cfg.ac_scale_g)
+            loss_g, parts_g = generator_loss(d, g_net(z_g, y_g), y_g, ac_scale=cfg.ac_scale_g)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
         if ema is not None and it >= cfg.ema_start:
-            ema.update_parameters(g)
+            update_ema(ema, g, cfg.ema_decay)
         it += 1
         bar.update(1)
         # -- bookkeeping (one host sync per log interval) --------------------------------------
@@ -251,19 +304,22 @@ def train_gan(
         step_parts.update({f"g_{n}": v for n, v in parts_g.items()})
         sums = {n: sums.get(n, 0) + v.float() for n, v in step_parts.items()}
         n_logged += 1
-        due_ckpt = it % cfg.ckpt_every == 0 or time.monotonic() - last_ckpt > 60 * (
-            job.runtime.ckpt_every_min
-        )
+        by_time = time.monotonic() - last_ckpt > 60 * job.runtime.ckpt_every_min
+        if rt.distributed:  # the clock differs between ranks: agree (saving is collective)
+            by_time = it % ddp.AGREE_EVERY == 0 and ddp.agree(by_time)
+        due_ckpt = it % cfg.ckpt_every == 0 or by_time
         if it % log_every == 0 or due_ckpt or it == cfg.iters or stop_after == it:
-            means = {n: v / n_logged for n, v in sums.items()}
+            # one collective and one host sync per log interval: means over steps and ranks
+            totals = ddp.all_sum(sums)
+            means = {n: v / (n_logged * rt.world_size) for n, v in totals.items()}
             _check_finite(means, "training", run.checkpoints.folder)
-            rec = {n: float(v) for n, v in means.items()}
+            rec = dict(means)
             rec["lr_g"] = cfg.lr_g * frac
             rec["iters_per_s"] = (it - it0) / max(1e-9, time.perf_counter() - t0)
             run.log(it, "train", rec)
             bar.set_postfix(w=f"{rec['d_wasserstein']:.2f}", ac=f"{rec['d_ac_acc_real']:.2f}")
             sums, n_logged = {}, 0
-        if it % cfg.eval_every == 0 or it == cfg.iters:
+        if (it % cfg.eval_every == 0 or it == cfg.iters) and rt.is_main:
             acc = _ac_accuracy(d, test_x, test_y, rt)
             run.log(it, "test", {"ac_top1": acc})
         if it % cfg.sample_every == 0 and rt.is_main:
@@ -284,7 +340,9 @@ def train_gan(
         )
     final_g.eval()
     ac_test = _ac_accuracy(d, splits.test.x, splits.test.y, rt)
+    replica_diff = max(ddp.replica_difference(g_net), ddp.replica_difference(d_net))
     if rt.is_main:
+        run.checkpoints.folder.mkdir(parents=True, exist_ok=True)  # none yet if iters < ckpt_every
         _grid(final_g, fixed_z, fixed_y, run.folder, it, cfg, name="final.png", standing=False)
         _interpolation_grid(final_g, k, run.folder / "samples" / "interpolation.png", job.seed)
         save_final(
@@ -309,6 +367,9 @@ def train_gan(
         else "final generator",
         "runtime": rt.describe(),
     }
+    if rt.distributed:
+        result["global_batch"] = cfg.batch_size * rt.world_size
+        result["replica_max_abs_diff"] = replica_diff
     run.finish(result)
     return result
 
@@ -317,14 +378,14 @@ def train_gan(
 def _ac_accuracy(d: Critic, x: torch.Tensor, y: torch.Tensor, rt: Runtime) -> float:
     was = d.training
     d.eval()
-    correct = 0
+    correct = torch.zeros((), dtype=torch.long, device=rt.device)
     for i in range(0, x.shape[0], 500):
         xb = x[i : i + 500].to(rt.device).float() / 255
         with rt.autocast():
             _, logits = d(xb)
-        correct += (logits.argmax(1).cpu() == y[i : i + 500].cpu()).sum().item()
+        correct += (logits.argmax(1) == y[i : i + 500].to(rt.device)).sum()
     d.train(was)
-    return correct / max(1, x.shape[0])
+    return int(correct) / max(1, x.shape[0])  # one host sync
 
 
 def _grid(g, z, y, folder: Path, it: int, cfg: GANConfig, name=None, standing=True) -> None:

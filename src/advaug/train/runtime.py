@@ -1,8 +1,17 @@
 """One place that chooses the device, the precision, the memory format, seeds and processes.
 
 Training loops ask a :class:`Runtime` for autocast contexts and for how to lay out tensors, so
-the fast paths (bf16 autocast, channels_last, torch.compile) are the defaults on CUDA and the
-CPU path stays exact (fp32, contiguous) for bit-identical resume tests.
+the fast paths (bf16 autocast, channels_last, torch.compile, fused optimisers) are the defaults
+on CUDA and the CPU path stays exact (fp32, contiguous) for bit-identical resume tests.
+
+Host-device synchronisation: nothing in a training step may wait for the GPU. Statistics stay on
+the device and are read once per epoch or log interval; :func:`update_ema` replaces
+``AveragedModel.update_parameters``, whose per-call ``n_averaged.to(device)`` copy from the CPU
+synchronises the stream on every step.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) :func:`distributed` brings the process group up around a
+training function (once per process); :mod:`advaug.train.ddp` has the rest (wrapping,
+reductions, agreement, the clean exit).
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from advaug.config import RuntimeConfig
 from advaug.errors import ConfigError
@@ -148,9 +158,48 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    """Restore :func:`rng_state` (the states may have been loaded onto any device)."""
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = [s.cpu() for s in state["cuda"]]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:  # another machine: restore the devices both have
+            for i, s in enumerate(cuda[: torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(s, i)
+
+
+@torch.no_grad()
+def update_ema(ema: AveragedModel, model: nn.Module, decay: float) -> None:
+    """``ema.update_parameters(model)`` for an EMA made with ``get_ema_multi_avg_fn(decay)``,
+    without host-device synchronisation.
+
+    Same arithmetic and state as torch's (the first call copies, later calls lerp by
+    ``1 - decay``; with ``use_buffers`` the buffers are averaged too, else copied), but the
+    ``n_averaged`` counter, a CPU tensor, is never copied to the device.
+    """
+    use_buffers = ema.use_buffers
+    mine = list(ema.module.parameters()) + (list(ema.module.buffers()) if use_buffers else [])
+    theirs = list(model.parameters()) + (list(model.buffers()) if use_buffers else [])
+    first = int(ema.n_averaged) == 0 if ema.n_averaged.device.type == "cpu" else None
+    if first is None:  # a counter on the device: one sync, as torch's own update would cost
+        first = bool(ema.n_averaged == 0)
+    floats_a, floats_b = [], []
+    for a, b in zip(mine, theirs, strict=True):
+        b = b.detach().to(a.device)
+        if first:
+            a.detach().copy_(b)
+        elif a.is_floating_point() or a.is_complex():
+            floats_a.append(a.detach())
+            floats_b.append(b)
+        else:
+            a.detach().copy_(a * decay + b * (1 - decay))
+    if floats_a:
+        torch._foreach_lerp_(floats_a, floats_b, 1 - decay)
+    if not use_buffers:
+        for a, b in zip(ema.module.buffers(), model.buffers(), strict=True):
+            a.detach().copy_(b.detach().to(a.device))
+    ema.n_averaged += 1
 
 
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -175,17 +224,28 @@ def dist_env() -> tuple[int, int, int]:
 
 @contextlib.contextmanager
 def distributed(rt: Runtime) -> Iterator[None]:
-    """Initialise the process group for the duration of a run under torchrun."""
-    if not rt.distributed or dist.is_initialized():
-        yield
-        return
-    backend = "nccl" if rt.device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend, rank=rt.rank, world_size=rt.world_size)
-    try:
-        yield
-    finally:
+    """Make sure the process group is up for a run under torchrun; the ranks leave together.
+
+    The group (NCCL on CUDA, bound to this rank's device; gloo on the CPU) is created on first
+    use and kept for the rest of the process, so that the stages of one process (a GAN, then
+    classifiers) share it: destroying and re-creating the default group within one process can
+    hang, because the new group's rendezvous finds the old group's keys in torchrun's store. A
+    run that ends normally ends with a barrier, so rank 0 has written its files (``final.pt``,
+    ``result.json``) before any rank goes on; after an exception there is no barrier (the other
+    ranks may never reach it; torchrun stops them once this rank exits with an error).
+
+    The entry point destroys the group at the very end and must not end the process normally:
+    see :func:`advaug.train.ddp.run_worker` and :func:`advaug.train.ddp.exit_process`.
+    """
+    if rt.distributed and not dist.is_initialized():
+        kwargs: dict[str, Any] = {}
+        if rt.device.type == "cuda":
+            kwargs["device_id"] = rt.device
+        backend = "nccl" if rt.device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, rank=rt.rank, world_size=rt.world_size, **kwargs)
+    yield
+    if rt.distributed:
         barrier()
-        dist.destroy_process_group()
 
 
 def barrier() -> None:

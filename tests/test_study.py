@@ -36,6 +36,8 @@ def test_study_writes_every_stage_and_the_report(smoke_study):
         assert ev["cost"]["seconds_per_epoch"] > 0
     assert "transfer_uae_acc" in json.loads((out / "eval" / "fgsm-s0.json").read_text())["metrics"]
     assert info["gan"]["quality"]["classifier_fid"]["value"] >= 0
+    collapsed = info["gan"]["quality"]["collapsed_classes"]
+    assert 0 <= collapsed["value"] <= 10 and "collapsed" not in collapsed["protocol"]
     assert report.index_html.is_file() and report.results_md.is_file()
     assert (out / "grids" / "real.png").is_file() and (out / "grids" / "gan.png").is_file()
 

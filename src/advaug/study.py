@@ -397,6 +397,15 @@ def _gan_quality(cfg, out: Path, pair, reference, splits: Splits) -> dict[str, A
         seed=cfg.seed,
     )
     lines = q["protocol_lines"]
+    ratio = q["per_class"]["diversity_ratio"]
+    collapsed = int((ratio < cfg.gan.collapse_threshold).sum())
+    if collapsed:
+        log.warning(
+            "GAN: %d of %d classes look collapsed (sample spread < %.2f x real)",
+            collapsed,
+            splits.num_classes,
+            cfg.gan.collapse_threshold,
+        )
     per = max(1, cfg.evaluate.gan_samples_per_class)
     gtest, _ = gan_test_accuracy(reference, pair.generator, per, seed=cfg.seed)
     ac = ac_accuracy(pair.critic, real.to(device), test.y.to(device))
@@ -406,6 +415,11 @@ def _gan_quality(cfg, out: Path, pair, reference, splits: Splits) -> dict[str, A
         "precision": {"value": q["precision"], "protocol": lines["precision_recall"]},
         "recall": {"value": q["recall"], "protocol": lines["precision_recall"]},
         "diversity_ratio": {"value": q["diversity_ratio"], "protocol": lines["diversity"]},
+        "collapsed_classes": {
+            "value": collapsed,
+            "protocol": f"classes (of {splits.num_classes}) whose within-class feature spread is "
+            f"below {cfg.gan.collapse_threshold} x the real class's; {lines['diversity']}",
+        },
         "gan_test_acc": {
             "value": gtest,
             "protocol": f"reference {cfg.reference_model.name} (trained on real data) on "

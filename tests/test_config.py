@@ -135,3 +135,20 @@ def test_parse_overrides_builds_nested_dicts():
 def test_exponent_without_a_dot_is_a_float():
     # YAML 1.1 reads "4e-4" as a string; users write it that way on the command line
     assert build_config("smoke", ["gan.lr_g=4e-4"]).gan.lr_g == 4e-4
+
+
+def test_same_config_tolerates_new_fields_but_not_changed_values():
+    import yaml
+
+    from advaug.config import dump_yaml, same_config
+
+    cfg = build_config("smoke")
+    stored = yaml.safe_load(dump_yaml(cfg))
+    del stored["runtime"]["sync_bn"]  # a field added to advaug after the run was made
+    assert same_config(yaml.safe_dump(stored), cfg)
+    stored["classifier"]["epochs"] = 99
+    assert not same_config(yaml.safe_dump(stored), cfg)
+    assert not same_config("{not: [valid", cfg)
+    stored = yaml.safe_load(dump_yaml(cfg))
+    stored["runtime"]["removed_field"] = 1
+    assert not same_config(yaml.safe_dump(stored), cfg)

@@ -97,3 +97,18 @@ def test_killed_study_resumes_without_redoing_finished_stages(tmp_path):
     assert (out / "gan" / "result.json").stat().st_mtime_ns == gan_stamp
     assert json.loads((out / "study.json").read_text())["finished"]
     assert Path(out / "report" / "index.html").is_file()
+
+
+def test_retraining_the_gan_retrains_the_classifiers_that_used_it(tmp_path):
+    cfg = build_config("smoke", ["techniques=[none,gan]", "evaluate.uae_samples=0"])
+    out = tmp_path / "s"
+    run_study(cfg, out)
+    none_stamp = (out / "classifiers" / "none-s0" / "result.json").stat().st_mtime_ns
+    gan_stamp = (out / "classifiers" / "gan-s0" / "result.json").stat().st_mtime_ns
+    changed = build_config(
+        "smoke", ["techniques=[none,gan]", "evaluate.uae_samples=0", "gan.iters=4"]
+    )
+    run_study(changed, out)
+    assert (out / "classifiers" / "none-s0" / "result.json").stat().st_mtime_ns == none_stamp
+    assert (out / "classifiers" / "gan-s0" / "result.json").stat().st_mtime_ns != gan_stamp
+    assert (out / "classifiers" / "gan-s0.stale-gan").is_dir()

@@ -233,7 +233,6 @@ class GANConfig:
     eval_every: int = 200  # AC accuracy on the test split every N iterations
     ckpt_every: int = 200  # checkpoint every N iterations (and every ckpt_every_min minutes)
     standing_batches: int = 20  # batches for standing BN statistics after training
-    collapse_threshold: float = 0.3  # a class whose sample spread < this x real's is "collapsed"
 
     def validate(self, key: str) -> None:
         for name in ("z_dim", "width", "iters", "batch_size", "g_batch_mult", "n_critic"):
@@ -261,6 +260,7 @@ class EvalConfig:
     uae_samples: int = 200  # unrestricted-attack success at a fixed budget
     uae_steps: int = 20
     batch_size: int = 256
+    collapse_threshold: float = 0.3  # a GAN class whose sample spread < this x real's: collapsed
 
     def validate(self, key: str) -> None:
         _check(all(e >= 0 for e in self.fgsm_eps), f"{key}.fgsm_eps", "every eps must be >= 0")
@@ -483,6 +483,19 @@ def config_hash(obj: Any) -> str:
     payload = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def same_config(stored_yaml: str, obj: Any) -> bool:
+    """Whether a stored ``config.yaml`` describes the same run as the dataclass ``obj``.
+
+    The stored text is read back through the current dataclasses, so a field added to advaug
+    since (with a default) does not make finished runs stale; a changed or removed field does.
+    """
+    try:
+        data = yaml.safe_load(stored_yaml)
+        return to_dict(_from_dict(type(obj), data or {})) == to_dict(obj)
+    except (yaml.YAMLError, ConfigError, TypeError, AttributeError):
+        return False
 
 
 def dump_yaml(obj: Any) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from advaug.config import StudyConfig, config_hash, dump_yaml, to_dict
+from advaug.config import StudyConfig, config_hash, dump_yaml, same_config, to_dict
 from advaug.errors import ConfigError
 from advaug.imaging import save_grid
 from advaug.log import get_logger
@@ -73,7 +73,7 @@ def _status(folder: Path, job: Any) -> str:
     cfg = folder / "config.yaml"
     if not cfg.is_file():
         return "todo"
-    if cfg.read_text() != dump_yaml(job):
+    if not same_config(cfg.read_text(), job):
         return "stale"
     return "done" if (folder / "result.json").is_file() else "partial"
 
@@ -291,6 +291,17 @@ def run_study(cfg: StudyConfig, out: str | Path):
     info = _study_info(cfg, splits)
     _write_info(out, info)
     gan_pair = None
+    gan_stage = next((s for s in plan.stages if s.kind == "gan"), None)
+    if gan_stage is not None and _status(gan_stage.folder, gan_stage.job) in ("todo", "stale"):
+        # classifiers trained on another GAN's samples are stale too, whatever their config says
+        for s in plan.stages:
+            uses_gan = s.kind == "classifier" and s.job.classifier.augment.technique != "none"
+            if uses_gan and s.job.gan and s.folder.exists():
+                dest = s.folder.with_name(f"{s.folder.name}.stale-gan")
+                if dest.exists():
+                    shutil.rmtree(dest)
+                s.folder.rename(dest)
+                log.info("the GAN will be retrained; moved %s to %s", s.folder, dest)
     for stage in plan.stages:
         if stage.kind in ("gan", "reference", "classifier"):
             _set_aside_if_stale(stage.folder, stage.job)
@@ -378,7 +389,14 @@ def _gan_quality(cfg, out: Path, pair, reference, splits: Splits) -> dict[str, A
         generator_quality,
     )
 
-    key = config_hash({"gan": to_dict(cfg.gan), "data": to_dict(cfg.data), "ref": _ref_hash(out)})
+    key = config_hash(
+        {
+            "gan": to_dict(cfg.gan),
+            "data": to_dict(cfg.data),
+            "ref": _ref_hash(out),
+            "threshold": cfg.evaluate.collapse_threshold,
+        }
+    )
     cache = out / "gan_quality.json"
     if cache.is_file():
         cached = json.loads(cache.read_text())
@@ -398,13 +416,13 @@ def _gan_quality(cfg, out: Path, pair, reference, splits: Splits) -> dict[str, A
     )
     lines = q["protocol_lines"]
     ratio = q["per_class"]["diversity_ratio"]
-    collapsed = int((ratio < cfg.gan.collapse_threshold).sum())
+    collapsed = int((ratio < cfg.evaluate.collapse_threshold).sum())
     if collapsed:
         log.warning(
             "GAN: %d of %d classes look collapsed (sample spread < %.2f x real)",
             collapsed,
             splits.num_classes,
-            cfg.gan.collapse_threshold,
+            cfg.evaluate.collapse_threshold,
         )
     per = max(1, cfg.evaluate.gan_samples_per_class)
     gtest, _ = gan_test_accuracy(reference, pair.generator, per, seed=cfg.seed)
@@ -418,7 +436,7 @@ def _gan_quality(cfg, out: Path, pair, reference, splits: Splits) -> dict[str, A
         "collapsed_classes": {
             "value": collapsed,
             "protocol": f"classes (of {splits.num_classes}) whose within-class feature spread is "
-            f"below {cfg.gan.collapse_threshold} x the real class's; {lines['diversity']}",
+            f"below {cfg.evaluate.collapse_threshold} x the real class's; {lines['diversity']}",
         },
         "gan_test_acc": {
             "value": gtest,
@@ -489,6 +507,7 @@ def _evaluate_all(cfg: StudyConfig, out: Path, splits: Splits, pair, reference) 
                 "model": _file_hash(folder / "checkpoints" / "final.json"),
                 "ref": _ref_hash(out),
                 "gan": _file_hash(out / "gan" / "checkpoints" / "final.json"),
+                "transfer": transfer.meta.get("key", "") if transfer is not None else "",
             }
         )
         path = out / "eval" / f"{name}.json"

@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from advaug.config import config_hash, dump_yaml
+from advaug.config import config_hash, dump_yaml, same_config
 from advaug.errors import ConfigError
 from advaug.log import get_logger
 from advaug.train.checkpoint import CheckpointManager, atomic_write_text, remove_stale_temps
@@ -100,8 +100,7 @@ class Run:
         cfg_path = self.folder / "config.yaml"
         text = dump_yaml(self.config)
         if cfg_path.is_file():
-            old = cfg_path.read_text()
-            if old == text:
+            if same_config(cfg_path.read_text(), self.config):
                 return
             if self.finished or self.checkpoints.entries():
                 raise ConfigError(

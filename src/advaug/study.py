@@ -460,8 +460,8 @@ def _ref_hash(out: Path) -> str:
 
 def _grids(out: Path, splits: Splits, pair) -> None:
     k = min(splits.num_classes, 10)
-    idx = torch.cat([(splits.test.y == c).nonzero()[:10, 0] for c in range(k)])
-    save_grid(splits.test.x[idx].float() / 255, out / "grids" / "real.png", nrow=10)
+    idx = torch.cat([(splits.train.y == c).nonzero()[:10, 0] for c in range(k)])
+    save_grid(splits.train.x[idx].float() / 255, out / "grids" / "real.png", nrow=10)
     if pair is not None:
         from advaug.models.gan import sample
 

@@ -59,7 +59,6 @@ class GANJob:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     gan: GANConfig = field(default_factory=GANConfig)
     seed: int = 0
-    ckpt_every_steps: int = 0  # unused by the GAN loop (it has gan.ckpt_every); kept for symmetry
 
 
 @dataclass

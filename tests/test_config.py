@@ -152,3 +152,8 @@ def test_same_config_tolerates_new_fields_but_not_changed_values():
     stored = yaml.safe_load(dump_yaml(cfg))
     stored["runtime"]["removed_field"] = 1
     assert not same_config(yaml.safe_dump(stored), cfg)
+
+
+def test_empty_data_root_is_refused():
+    with pytest.raises(ConfigError, match="data.root"):
+        build_config("smoke", ["data.root="])

@@ -52,6 +52,7 @@ class DataConfig:
     flip: bool = True  # random horizontal flip
 
     def validate(self, key: str) -> None:
+        _check(self.root is None or self.root.strip() != "", f"{key}.root", "is empty; give a path")
         for name in ("val_size", "train_limit", "test_limit", "crop_pad"):
             _check(getattr(self, name) >= 0, f"{key}.{name}", "must be >= 0")
 

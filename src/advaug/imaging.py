@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -37,7 +38,7 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 10, scale: int
     """Save a grid PNG (written to a temporary name, then renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
     to_pil(make_grid(images, nrow), scale).save(tmp)
     tmp.replace(path)
     return path

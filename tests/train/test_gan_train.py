@@ -64,6 +64,12 @@ def test_critic_learns_to_separate_real_from_fake(tmp_path, splits):
     # the Wasserstein estimate mean D(x) - mean D(G(z)) grows from ~0 as the critic learns
     assert recs[-1]["d_wasserstein"] > recs[0]["d_wasserstein"]
     assert recs[-1]["d_wasserstein"] > 0
+    tests = [
+        json.loads(line)
+        for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["split"] == "test"
+    ]
+    assert all(0 <= t["collapsed_classes"] <= 10 and t["diversity_min_ratio"] >= 0 for t in tests)
 
 
 def test_load_gan_gives_frozen_eval_models(tmp_path, splits):

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from advaug.config import DataConfig, GANConfig, RuntimeConfig
+from advaug.config import DataConfig, EvalConfig, GANConfig, RuntimeConfig
 from advaug.data.loader import DeviceLoader
 from advaug.errors import CheckpointError, ConfigError, NumericalError
 from advaug.imaging import save_grid
@@ -320,7 +320,16 @@ def _train(
             sums, n_logged = {}, 0
         if (it % cfg.eval_every == 0 or it == cfg.iters) and rt.is_main:
             acc = _ac_accuracy(d, test_x, test_y, rt)
-            run.log(it, "test", {"ac_top1": acc})
+            div = _collapse_check(g, d, test_x, test_y, rt, k)
+            run.log(it, "test", {"ac_top1": acc, **div})
+            if div["collapsed_classes"]:
+                log.warning(
+                    "GAN iteration %d: %d of %d classes look collapsed (spread < %.2f x real)",
+                    it,
+                    div["collapsed_classes"],
+                    k,
+                    COLLAPSE_THRESHOLD,
+                )
         if it % cfg.sample_every == 0 and rt.is_main:
             _grid(g if ema is None else ema.module, fixed_z, fixed_y, run.folder, it, cfg)
         if due_ckpt:
@@ -385,6 +394,40 @@ def _ac_accuracy(d: Critic, x: torch.Tensor, y: torch.Tensor, rt: Runtime) -> fl
         correct += (logits.argmax(1) == y[i : i + 500].to(rt.device)).sum()
     d.train(was)
     return int(correct) / max(1, x.shape[0])  # one host sync
+
+
+COLLAPSE_THRESHOLD = EvalConfig().collapse_threshold
+
+
+@torch.no_grad()
+def _collapse_check(g, d, x, y, rt: Runtime, k: int, per_class: int = 10) -> dict[str, float]:
+    """Per-class diversity of G's samples relative to real images, in the critic's features
+    (cheap, no extra network): the smallest ratio and the number of collapsed classes."""
+    from advaug.evaluate.gan_quality import diversity
+
+    was_g, was_d = g.training, d.training
+    g.eval()  # no side effects: eval mode never updates BN statistics
+    d.eval()
+    labels = torch.arange(k, device=rt.device).repeat_interleave(per_class)
+    z = torch.randn(
+        labels.shape[0],
+        g.z_dim,
+        device=rt.device,
+        generator=torch.Generator(device=rt.device).manual_seed(13),
+    )
+    fake = torch.cat([d.features(g(z[i : i + 500], labels[i : i + 500])) for i in
+                      range(0, labels.shape[0], 500)])  # fmt: skip
+    real = torch.cat([d.features(x[i : i + 500].to(rt.device).float() / 255) for i in
+                      range(0, x.shape[0], 500)])  # fmt: skip
+    g.train(was_g)
+    d.train(was_d)
+    div = diversity(fake.float().cpu(), labels.cpu(), real_feats=real.float().cpu(),
+                    real_labels=y.cpu(), num_classes=k)  # fmt: skip
+    ratio = div["ratio_per_class"]
+    return {
+        "diversity_min_ratio": float(ratio.nan_to_num(nan=1.0).min()),
+        "collapsed_classes": int((ratio < COLLAPSE_THRESHOLD).sum()),
+    }
 
 
 def _grid(g, z, y, folder: Path, it: int, cfg: GANConfig, name=None, standing=True) -> None:

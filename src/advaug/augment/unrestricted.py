@@ -49,6 +49,7 @@ class UnrestrictedTechnique(Technique):
         self.labels = torch.zeros(self.size, dtype=torch.long, device=device)
         self.z = torch.zeros(self.size, self.g.z_dim, device=device)
         self.valid = torch.zeros(self.size, dtype=torch.bool, device=device)
+        self.n_valid = 0  # host copy of valid.sum(), refreshed only when the pool changes
         self.pointer = 0  # next pool entry to refresh
         self.last_refresh = -1
         self.stats = {"attacked": 0, "succeeded": 0, "steps_sum": 0}
@@ -94,6 +95,7 @@ class UnrestrictedTechnique(Technique):
         self.valid[idx] = res.success.to(self.device)
         if self.cfg.dedup_threshold > 0:
             self._dedup()
+        self.n_valid = int(self.valid.sum())  # the attack has synchronised already
         self.last_refresh = step
 
     def _dedup(self) -> None:
@@ -117,10 +119,10 @@ class UnrestrictedTechnique(Technique):
             return res.images.to(x.dtype), res.source.to(y.device)
         if self.images.numel() == 0 or step - self.last_refresh >= self.cfg.refresh_every:
             self._refresh(model, step)
-        pool = self.valid.nonzero()[:, 0]
-        if pool.numel() == 0:
+        if self.n_valid == 0:
             return None
-        pick = pool[torch.randint(pool.numel(), (n,), generator=self.rng, device=self.device)]
+        # uniform over valid entries, drawn on the device: no host sync in the training step
+        pick = torch.multinomial(self.valid.float(), n, replacement=True, generator=self.rng)
         return self.images[pick].to(x.dtype), self.labels[pick]
 
     # -- bookkeeping ----------------------------------------------------------------------------
@@ -140,6 +142,7 @@ class UnrestrictedTechnique(Technique):
         self.rng.set_state(state["rng"].cpu())
         for name in ("images", "labels", "z", "valid"):
             setattr(self, name, state[name].to(self.device))
+        self.n_valid = int(self.valid.sum())
         self.pointer, self.last_refresh = state["pointer"], state["last_refresh"]
         self.stats = dict(state["stats"])
 

@@ -408,8 +408,9 @@ def _uae(study: StudyData) -> tuple[str, list[str]]:
             continue
         cap = (
             f"<b>{escape(m.name)}</b> (<code>{escape(m.technique)}</code>, seed {m.seed}): "
-            "clean GAN samples G(z, y) next to their unrestricted adversarial versions "
-            f"G(z*, y) found against this model. <code>grids/uae-{escape(m.name)}.png</code>"
+            "top row: clean GAN samples G(z⁰, y); bottom row, same column: their unrestricted "
+            "adversarial versions G(z*, y) found against this model. "
+            f"<code>grids/uae-{escape(m.name)}.png</code>"
         )
         figs.append(_file_figure(p, f"UAEs against {m.name}", cap, pixel=True, target=GRID_WIDTH))
     known = {f"uae-{m.name}.png" for m in study.models} | {"real.png", "gan.png"}

@@ -202,17 +202,6 @@ def update_ema(ema: AveragedModel, model: nn.Module, decay: float) -> None:
     ema.n_averaged += 1
 
 
-def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(seed)
-    return g
-
-
-# ---------------------------------------------------------------------------------------------
-# torch.distributed
-# ---------------------------------------------------------------------------------------------
-
-
 def dist_env() -> tuple[int, int, int]:
     """(rank, world_size, local_rank) from the torchrun environment (0, 1, 0 without it)."""
     return (

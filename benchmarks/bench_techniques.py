@@ -49,10 +49,15 @@ from advaug.augment import build_technique  # noqa: E402
 from advaug.augment.base import Technique, forward_mixed, split_batch  # noqa: E402
 from advaug.config import StudyConfig, build_config, to_dict  # noqa: E402
 from advaug.data.loader import DeviceLoader  # noqa: E402
-from advaug.train.classifier import ClassifierJob, _optimizer, build_classifier  # noqa: E402
+from advaug.train.classifier import ClassifierJob, build_classifier, make_optimizer  # noqa: E402
 from advaug.train.data_setup import Splits, load_splits  # noqa: E402
 from advaug.train.gan import GANJob, GANPair, load_gan, train_gan  # noqa: E402
-from advaug.train.runtime import Runtime, make_runtime, seed_everything  # noqa: E402
+from advaug.train.runtime import (  # noqa: E402
+    Runtime,
+    make_runtime,
+    seed_everything,
+    update_ema,
+)
 from advaug.train.schedule import lr_at  # noqa: E402
 from common import (  # noqa: E402
     RESULTS,
@@ -91,7 +96,7 @@ class Trainer:
         self.rt: Runtime = make_runtime(job.runtime)
         seed_everything(job.seed)
         self.model = self.rt.prepare(build_classifier(job, splits.num_classes))
-        self.opt = _optimizer(self.model, self.cfg, self.rt)
+        self.opt = make_optimizer(self.model, self.cfg, self.rt)
         self.ema = None
         if self.cfg.optim.ema_decay > 0:
             self.ema = AveragedModel(
@@ -164,7 +169,7 @@ class Trainer:
             loss.backward()
             self.opt.step()
             if self.ema is not None:
-                self.ema.update_parameters(self.model)
+                update_ema(self.ema, self.model, self.cfg.optim.ema_decay)
             self.step += 1
             sync(dev)
             step_s.append(time.perf_counter() - ts)

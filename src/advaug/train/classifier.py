@@ -85,7 +85,7 @@ def build_classifier(job: ClassifierJob, num_classes: int) -> nn.Module:
     return build_model(job.classifier.model.name, num_classes, **kwargs)
 
 
-def _optimizer(model: nn.Module, cfg: ClassifierConfig, rt: Runtime) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: ClassifierConfig, rt: Runtime) -> torch.optim.Optimizer:
     o = cfg.optim
     kwargs: dict[str, Any] = {}
     if rt.device.type == "cuda":
@@ -159,7 +159,7 @@ def _train(
     model = ddp.unwrap(net)
     if rt.distributed and rt.rank > 0:  # every rank its own random stream (rank 0 keeps seed's)
         torch.manual_seed(ddp.rank_seed(job.seed, rt.rank))
-    opt = _optimizer(model, cfg, rt)
+    opt = make_optimizer(model, cfg, rt)
     ema = None
     if cfg.optim.ema_decay > 0:
         ema = AveragedModel(

@@ -126,11 +126,13 @@ def wrong_type_override(draw) -> tuple[str, str]:
 COMMANDS = st.sampled_from(["train-classifier", "train-gan", "study"])
 
 
-def test_fuzzed_wrong_types_are_usage_errors_naming_the_key(cli, tmp_path):
+def _fuzz_usage_errors(cli, tmp_path, cases, what: str) -> None:
+    """Every drawn override, under every command, is a usage error (exit 2) whose one line
+    names the key, and creates no run folder."""
     tried = 0
 
     @SETTINGS
-    @given(case=wrong_type_override(), command=COMMANDS)
+    @given(case=cases, command=COMMANDS)
     def check(case, command):
         nonlocal tried
         tried += 1
@@ -142,8 +144,12 @@ def test_fuzzed_wrong_types_are_usage_errors_naming_the_key(cli, tmp_path):
             assert not Path(d, "run").exists(), "a usage error must not create the run folder"
 
     check()
-    print(f"wrong-type cases tried: {tried}")
+    print(f"{what} cases tried: {tried}")
     assert tried >= 40
+
+
+def test_fuzzed_wrong_types_are_usage_errors_naming_the_key(cli, tmp_path):
+    _fuzz_usage_errors(cli, tmp_path, wrong_type_override(), "wrong-type")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,23 +244,7 @@ def out_of_range_override(draw) -> tuple[str, str]:
 
 
 def test_fuzzed_out_of_range_values_are_usage_errors_naming_the_key(cli, tmp_path):
-    tried = 0
-
-    @SETTINGS
-    @given(case=out_of_range_override(), command=COMMANDS)
-    def check(case, command):
-        nonlocal tried
-        tried += 1
-        key, override = case
-        with tempfile.TemporaryDirectory(dir=tmp_path) as d:
-            code, line = cli(command, "--preset", "smoke", "--out", f"{d}/run", override)
-            assert code == 2, line
-            assert key.split(".")[-1] in line, line
-            assert not Path(d, "run").exists()
-
-    check()
-    print(f"out-of-range cases tried: {tried}")
-    assert tried >= 40
+    _fuzz_usage_errors(cli, tmp_path, out_of_range_override(), "out-of-range")
 
 
 # ---------------------------------------------------------------------------------------------

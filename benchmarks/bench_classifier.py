@@ -2,7 +2,7 @@
 
 One step is the project's ``none`` step: ``forward_mixed`` (forward + cross-entropy) under the
 runtime's autocast, backward, then SGD with Nesterov momentum and weight decay. The model and
-inputs are laid out by :class:`advaug.train.runtime.Runtime`, which also does the compiling,
+inputs are laid out by :class:`advaug.runtime.Runtime`, which also does the compiling,
 exactly as ``train_classifier`` does. Variants:
 
 - ``eager``: fp32, contiguous (NCHW);
@@ -43,7 +43,7 @@ for _p in (ROOT / "src", ROOT / "benchmarks"):  # run from a checkout without in
 from advaug.augment.base import forward_mixed  # noqa: E402
 from advaug.config import OptimConfig  # noqa: E402
 from advaug.models import build_model  # noqa: E402
-from advaug.train.runtime import Runtime  # noqa: E402
+from advaug.runtime import Runtime  # noqa: E402
 from common import (  # noqa: E402
     RESULTS,
     SHARED_CPU_NOTE,

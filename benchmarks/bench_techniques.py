@@ -49,15 +49,16 @@ from advaug.augment import build_technique  # noqa: E402
 from advaug.augment.base import Technique, forward_mixed, split_batch  # noqa: E402
 from advaug.config import StudyConfig, build_config, to_dict  # noqa: E402
 from advaug.data.loader import DeviceLoader  # noqa: E402
-from advaug.train.classifier import ClassifierJob, build_classifier, make_optimizer  # noqa: E402
-from advaug.train.data_setup import Splits, load_splits  # noqa: E402
-from advaug.train.gan import GANJob, GANPair, load_gan, train_gan  # noqa: E402
-from advaug.train.runtime import (  # noqa: E402
+from advaug.data.splits import Splits, load_splits  # noqa: E402
+from advaug.loading import GANPair, load_gan  # noqa: E402
+from advaug.runtime import (  # noqa: E402
     Runtime,
     make_runtime,
     seed_everything,
     update_ema,
 )
+from advaug.train.classifier import ClassifierJob, build_classifier, make_optimizer  # noqa: E402
+from advaug.train.gan import GANJob, train_gan  # noqa: E402
 from advaug.train.schedule import lr_at  # noqa: E402
 from common import (  # noqa: E402
     RESULTS,

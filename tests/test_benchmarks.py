@@ -19,8 +19,9 @@ if str(BENCH) not in sys.path:
 import bench_classifier as bc  # noqa: E402
 import bench_techniques as bt  # noqa: E402
 import common  # noqa: E402
-from advaug.train.classifier import load_classifier, train_classifier  # noqa: E402
-from advaug.train.data_setup import load_splits  # noqa: E402
+from advaug.data.splits import load_splits  # noqa: E402
+from advaug.loading import load_classifier  # noqa: E402
+from advaug.train.classifier import train_classifier  # noqa: E402
 
 MACHINE_KEYS = {"torch", "torch_threads", "cpu_count", "glibc_tunables", "date", "load_avg_1_5_15"}
 

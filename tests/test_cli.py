@@ -135,7 +135,7 @@ def test_evaluate_refuses_a_checkpoint_for_another_class_count(capsys, trained, 
     import torch
 
     from advaug.models import build_model
-    from advaug.train.checkpoint import save_final
+    from advaug.runtime.checkpoint import save_final
 
     model = build_model("tiny-cnn", 7)
     state = {

@@ -239,11 +239,11 @@ def _one_line(e: BaseException) -> Any:
 
 def entry() -> None:
     """The console script. Under torchrun (WORLD_SIZE > 1) the process ends through
-    :func:`advaug.train.ddp.run_worker`, which skips the interpreter teardown where lingering gloo
+    :func:`advaug.runtime.ddp.run_worker`, which skips the interpreter teardown where lingering gloo
     threads abort the process; ``torchrun --nproc_per_node=N -m advaug.cli train-classifier ...``.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from advaug.train.ddp import run_worker
+        from advaug.runtime.ddp import run_worker
 
         run_worker(main)
     sys.exit(main())

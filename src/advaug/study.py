@@ -20,14 +20,15 @@ from typing import Any
 import torch
 
 from advaug.config import StudyConfig, config_hash, dump_yaml, same_config, to_dict
+from advaug.data.splits import Splits, load_splits
 from advaug.errors import ConfigError
 from advaug.imaging import save_grid
+from advaug.loading import load_classifier, load_gan
 from advaug.log import get_logger
-from advaug.train.checkpoint import atomic_write_text
-from advaug.train.classifier import ClassifierJob, load_classifier, train_classifier
-from advaug.train.data_setup import Splits, load_splits
-from advaug.train.gan import GANJob, load_gan, train_gan
-from advaug.train.runtime import make_runtime
+from advaug.runtime import make_runtime
+from advaug.runtime.checkpoint import atomic_write_text
+from advaug.train.classifier import ClassifierJob, train_classifier
+from advaug.train.gan import GANJob, train_gan
 
 log = get_logger(__name__)
 

@@ -9,13 +9,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advaug.data.datasets import (
-    DATASETS,
+from advaug.data.datasets import DATASETS, load_dataset
+from advaug.data.types import (
     ImageData,
     Split,
     balanced_counts,
     class_balanced_subset,
-    load_dataset,
     proportional_counts,
     train_val_split,
 )

@@ -8,7 +8,7 @@ It imports advaug once, then runs every attempt of a job in a forked child proce
    used; then a last attempt that runs to the end.
 
 A kill point is either *in a write* (the child kills itself from
-``advaug.train.checkpoint.fault_hook`` at the first event at or after a seeded position of the
+``advaug.runtime.checkpoint.fault_hook`` at the first event at or after a seeded position of the
 reference sequence; most of these fall inside checkpoint writes) or *timed* (the driver kills the
 child after a seeded delay, wherever it is). After every kill the driver checks that every
 checkpoint with a manifest is whole and loads, and, for a study, which stages were finished. The
@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-from advaug.train import checkpoint as ckpt  # noqa: E402
+from advaug.runtime import checkpoint as ckpt  # noqa: E402
 from tests.reliability.helpers import check_checkpoints, sha256, temp_files  # noqa: E402
 
 
@@ -59,7 +59,7 @@ def _target(spec: dict[str, Any]):
         load_digits()  # cached in the parent: children inherit it
         return run_study
 
-    from advaug.train.data_setup import load_splits
+    from advaug.data.splits import load_splits
 
     cfg = build_config("smoke", overrides)
     splits = load_splits(cfg.data, seed=cfg.seed)

@@ -3,7 +3,7 @@
 The kill-and-resume harness runs ``driver.py`` (next to this file) as a subprocess. The driver
 imports advaug once, then forks one child process per attempt, so a kill costs no interpreter
 start; the children are SIGKILLed (never asked to stop) at seeded points, some of them inside a
-checkpoint write (see ``advaug.train.checkpoint.fault_hook``).
+checkpoint write (see ``advaug.runtime.checkpoint.fault_hook``).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def check_checkpoints(root: Path) -> list[str]:
     Every ``step-*.json`` manifest must name its own ``.pt``, whose bytes must match its sha256
     and load with ``weights_only=True``; a temporary file must never be listed as a checkpoint.
     """
-    from advaug.train.checkpoint import CheckpointManager, load_file
+    from advaug.runtime.checkpoint import CheckpointManager, load_file
 
     problems = []
     for folder in checkpoint_folders(root):
@@ -154,7 +154,7 @@ def assert_states_equal(a: Any, b: Any, where: str = "state") -> None:
 
 
 def newest_step_file(folder: Path) -> Path:
-    from advaug.train.checkpoint import CheckpointManager
+    from advaug.runtime.checkpoint import CheckpointManager
 
     entries = CheckpointManager(folder).entries()
     assert entries, f"no checkpoint in {folder}"

@@ -15,11 +15,12 @@ import torch
 
 import advaug
 from advaug.config import build_config, config_hash
+from advaug.data.splits import load_splits
 from advaug.errors import CheckpointError
-from advaug.train.checkpoint import CheckpointManager, check_arch, load_file
-from advaug.train.classifier import ClassifierJob, Interrupted, load_classifier, train_classifier
-from advaug.train.data_setup import load_splits
-from advaug.train.gan import GANJob, load_gan, train_gan
+from advaug.loading import load_classifier, load_gan
+from advaug.runtime.checkpoint import CheckpointManager, check_arch, load_file
+from advaug.train.classifier import ClassifierJob, Interrupted, train_classifier
+from advaug.train.gan import GANJob, train_gan
 from tests.reliability.helpers import assert_states_equal, records, steps_by_split
 from tests.reliability.test_kill_resume import GAN
 

@@ -16,7 +16,7 @@ import json
 
 import pytest
 
-from advaug.train.checkpoint import load_file
+from advaug.runtime.checkpoint import load_file
 from tests.reliability.helpers import (
     assert_states_equal,
     kill_points,
@@ -180,7 +180,7 @@ def test_a_kill_inside_the_result_write_logs_the_test_record_once(tmp_path, monk
     """The test record is logged after the last checkpoint with that checkpoint's step; a resume
     from it must still drop the record (found by the harness: it was logged twice)."""
     from advaug.config import build_config
-    from advaug.train import checkpoint
+    from advaug.runtime import checkpoint
     from advaug.train.classifier import ClassifierJob, train_classifier
 
     cfg = build_config("smoke", ["runtime.ckpt_every_min=1000"])

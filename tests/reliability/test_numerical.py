@@ -20,13 +20,13 @@ from advaug.attacks import UnrestrictedAttack
 from advaug.attacks.fgsm import FGSM
 from advaug.attacks.pgd import PGD
 from advaug.config import build_config
+from advaug.data.splits import load_splits
 from advaug.errors import NumericalError
 from advaug.evaluate.gan_quality import diversity
 from advaug.models import build_model
 from advaug.models.gan import Critic, Generator
-from advaug.train.checkpoint import CheckpointManager, first_nonfinite, load_file
+from advaug.runtime.checkpoint import CheckpointManager, first_nonfinite, load_file
 from advaug.train.classifier import ClassifierJob, train_classifier
-from advaug.train.data_setup import load_splits
 from advaug.train.gan import GANJob, train_gan
 from tests.reliability.helpers import assert_states_equal, check_checkpoints, steps_by_split
 from tests.reliability.test_kill_resume import GAN

@@ -18,11 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import advaug.data.loader as loader_mod
-import advaug.train.checkpoint as ckpt
+import advaug.runtime.checkpoint as ckpt
 from advaug.config import build_config
 from advaug.data.loader import DeviceLoader, ensure_fits
+from advaug.data.splits import load_splits
 from advaug.errors import CheckpointError, DataError
-from advaug.train.checkpoint import (
+from advaug.runtime.checkpoint import (
     CheckpointManager,
     atomic_write_text,
     check_free_space,
@@ -31,7 +32,6 @@ from advaug.train.checkpoint import (
     save_final,
 )
 from advaug.train.classifier import ClassifierJob, train_classifier
-from advaug.train.data_setup import load_splits
 from tests.reliability.helpers import assert_states_equal, steps_by_split
 
 MiB = 2**20

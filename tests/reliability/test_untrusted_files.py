@@ -28,10 +28,10 @@ import torch
 
 from advaug.cli import main
 from advaug.config import build_config
+from advaug.data.splits import load_splits
 from advaug.errors import CheckpointError
-from advaug.train.checkpoint import load_file
+from advaug.runtime.checkpoint import load_file
 from advaug.train.classifier import ClassifierJob, Interrupted, train_classifier
-from advaug.train.data_setup import load_splits
 from tests.data.cifar_synth import cifar_files, dump_py2, write_folder
 from tests.reliability.helpers import child_env, one_line_error, tree_hash
 

@@ -5,7 +5,7 @@
 
 Each rank trains ``OUT/classifier`` and/or ``OUT/gan`` (rank 0 writes them; the two runs share
 the process group, as the stages of a study do), then writes
-``OUT/rank<R>.json`` (its results) and ends through :func:`advaug.train.ddp.run_worker`, or, with
+``OUT/rank<R>.json`` (its results) and ends through :func:`advaug.runtime.ddp.run_worker`, or, with
 ``--plain-exit``, by returning normally (the ending that aborts now and then; kept for evidence).
 ``--stop-after N`` interrupts the classifier after N steps (checkpointed) and still exits 0.
 
@@ -31,7 +31,7 @@ if str(ROOT / "src") not in sys.path:
 
 from advaug.config import build_config  # noqa: E402
 from advaug.models import list_models, register_model  # noqa: E402
-from advaug.train import ddp  # noqa: E402
+from advaug.runtime import ddp  # noqa: E402
 from advaug.train.classifier import ClassifierJob, Interrupted, train_classifier  # noqa: E402
 from advaug.train.gan import GANJob, train_gan  # noqa: E402
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from advaug.config import build_config
+from advaug.data.splits import load_splits
 from advaug.errors import CheckpointError, ConfigError
-from advaug.train.checkpoint import load_file
-from advaug.train.classifier import ClassifierJob, Interrupted, load_classifier, train_classifier
-from advaug.train.data_setup import load_splits
+from advaug.loading import load_classifier
+from advaug.runtime.checkpoint import load_file
+from advaug.train.classifier import ClassifierJob, Interrupted, train_classifier
 
 
 def _job(technique: str = "none", **over) -> ClassifierJob:

@@ -3,7 +3,7 @@
 One torchrun launch trains the tiny classifier and GAN of ``ddp_worker.py`` on 2 ranks; five
 more launches start the two ranks directly (``RANK``/``WORLD_SIZE``/``MASTER_*``, as torchrun
 sets them) so that every rank's own exit code can be read. Together they are the repeated runs of
-the clean-shutdown check (ending normally instead of with :func:`advaug.train.ddp.exit_process`,
+the clean-shutdown check (ending normally instead of with :func:`advaug.runtime.ddp.exit_process`,
 2 of 20 runs of this worker aborted with SIGABRT after finishing).
 
 Tolerance of "2 ranks with batch B/2 follow 1 process with batch B": the model has no batch norm,
@@ -31,10 +31,9 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from advaug.train import ddp
-from advaug.train.checkpoint import load_file
+from advaug.runtime import Runtime, ddp, update_ema
+from advaug.runtime.checkpoint import load_file
 from advaug.train.classifier import _loader_state, train_classifier
-from advaug.train.runtime import Runtime, update_ema
 
 from .ddp_worker import classifier_job
 
@@ -255,7 +254,7 @@ def test_helpers_are_identities_without_a_process_group():
 )
 def test_run_worker_exits_with_the_code_of_main(body, code, text):
     prog = (
-        "from advaug.train.ddp import run_worker\n"
+        "from advaug.runtime.ddp import run_worker\n"
         f"def main():\n    {body}\n"
         "run_worker(main)\n"
         "print('not reached')\n"

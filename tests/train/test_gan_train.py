@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from advaug.config import build_config
+from advaug.data.splits import load_splits
 from advaug.errors import NumericalError
-from advaug.train.checkpoint import load_file
+from advaug.loading import load_gan
+from advaug.runtime.checkpoint import load_file
 from advaug.train.classifier import Interrupted
-from advaug.train.data_setup import load_splits
-from advaug.train.gan import GANJob, load_gan, train_gan
+from advaug.train.gan import GANJob, train_gan
 
 
 @pytest.fixture(scope="module")

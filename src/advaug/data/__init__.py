@@ -2,18 +2,12 @@
 and device-resident batching with on-device crop and flip."""
 
 from advaug.data.cifar import CIFAR10, CIFAR100, CifarSpec, download_cifar, load_cifar
-from advaug.data.datasets import (
-    DATASETS,
-    ImageData,
-    Split,
-    class_balanced_subset,
-    default_root,
-    load_dataset,
-    train_val_split,
-)
+from advaug.data.datasets import DATASETS, default_root, load_dataset
 from advaug.data.digits import load_digits
 from advaug.data.loader import DeviceLoader, crop_flip, ensure_fits
 from advaug.data.safe_pickle import safe_load, safe_loads
+from advaug.data.splits import Splits, load_splits
+from advaug.data.types import ImageData, Split, class_balanced_subset, train_val_split
 
 __all__ = [
     "CIFAR10",
@@ -23,6 +17,7 @@ __all__ = [
     "DeviceLoader",
     "ImageData",
     "Split",
+    "Splits",
     "class_balanced_subset",
     "crop_flip",
     "default_root",
@@ -31,6 +26,7 @@ __all__ = [
     "load_cifar",
     "load_dataset",
     "load_digits",
+    "load_splits",
     "safe_load",
     "safe_loads",
     "train_val_split",

@@ -37,8 +37,8 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from advaug.data.datasets import ImageData
 from advaug.data.safe_pickle import safe_loads
+from advaug.data.types import ImageData
 from advaug.errors import ConfigError, DataError, DownloadError
 from advaug.log import get_logger, progress
 

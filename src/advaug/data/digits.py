@@ -7,7 +7,7 @@ pixel into a hard 4x4 block on a fixed grid, an artificial high-frequency patter
 and GAN critics latch on to; bilinear weights are convex, so values stay in [0, 255] without
 clipping. The grey image is replicated to 3 channels.
 
-The split is stratified and seeded (:func:`advaug.data.datasets.train_val_split`, seed 0):
+The split is stratified and seeded (:func:`advaug.data.types.train_val_split`, seed 0):
 **1,438 train / 359 test** images (20 % test, each class contributing its proportional share).
 """
 
@@ -18,7 +18,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from advaug.data.datasets import ImageData, train_val_split
+from advaug.data.types import ImageData, train_val_split
 
 #: Test share of the fixed digits split (359 of 1,797 images).
 TEST_FRACTION = 0.2

@@ -12,7 +12,7 @@ from torch import nn
 
 from advaug.attacks import UnrestrictedResult
 from advaug.config import EvalConfig, StudyConfig
-from advaug.data.datasets import class_balanced_subset
+from advaug.data.types import class_balanced_subset
 from advaug.evaluate.accuracy import accuracy, predict
 from advaug.evaluate.robustness import robustness
 from advaug.evaluate.uae import legitimacy, run_uae
@@ -138,12 +138,11 @@ def evaluate_checkpoint(
     """``advaug evaluate``: load a classifier, evaluate it on the preset's data and protocol."""
     import json
 
+    from advaug.data.splits import load_splits
     from advaug.errors import CheckpointError
-    from advaug.train.checkpoint import atomic_write_text
-    from advaug.train.classifier import load_classifier
-    from advaug.train.data_setup import load_splits
-    from advaug.train.gan import load_gan
-    from advaug.train.runtime import make_runtime
+    from advaug.loading import load_classifier, load_gan
+    from advaug.runtime import make_runtime
+    from advaug.runtime.checkpoint import atomic_write_text
 
     rt = make_runtime(cfg.runtime)
     splits = load_splits(cfg.data)

@@ -197,9 +197,8 @@ def attack_command(
 ) -> str:
     """``advaug attack unrestricted``: generate, save (safetensors), grid, summary text."""
     from advaug.errors import ConfigError
-    from advaug.train.classifier import load_classifier
-    from advaug.train.gan import load_gan
-    from advaug.train.runtime import resolve_device
+    from advaug.loading import load_classifier, load_gan
+    from advaug.runtime import resolve_device
 
     if num < 1 or steps < 0:
         raise ConfigError("--num must be >= 1 and --steps >= 0")
@@ -269,8 +268,8 @@ def _run_train_split(checkpoint: str):
     import yaml
 
     from advaug.config import DataConfig, from_dict
-    from advaug.train.checkpoint import resolve_checkpoint
-    from advaug.train.data_setup import load_splits
+    from advaug.data.splits import load_splits
+    from advaug.runtime.checkpoint import resolve_checkpoint
 
     ckpt = resolve_checkpoint(checkpoint)
     for folder in (ckpt.parent.parent, ckpt.parent):

@@ -12,7 +12,7 @@ Checkpoints are written at each epoch end and every ``ckpt_every_min`` minutes (
 ``ckpt_every_steps`` steps) and hold model, optimiser, EMA, technique state, loader position and
 RNG states, so a killed run resumes to bit-identical weights on the CPU.
 
-Under ``torchrun`` (see :mod:`advaug.train.ddp`) the model trains in DistributedDataParallel:
+Under ``torchrun`` (see :mod:`advaug.runtime.ddp`) the model trains in DistributedDataParallel:
 ``classifier.batch_size`` is the batch of one rank, the global batch is ``batch_size ×
 world_size``, and ``classifier.optim.lr`` is used as configured, i.e. as the learning rate of
 that global batch. Rank 0 writes everything; the checkpoint also keeps every rank's RNG and
@@ -38,16 +38,15 @@ from advaug.augment import build_technique
 from advaug.augment.base import forward_mixed, split_batch
 from advaug.config import ClassifierConfig, DataConfig, RuntimeConfig
 from advaug.data.loader import DeviceLoader
-from advaug.errors import CheckpointError, ConfigError, NumericalError
+from advaug.data.splits import Splits, load_splits
+from advaug.errors import ConfigError, NumericalError
 from advaug.evaluate.accuracy import accuracy
+from advaug.loading import load_gan
 from advaug.log import get_logger, progress
 from advaug.models import build_model
-from advaug.train import ddp
-from advaug.train.checkpoint import check_arch, load_file, resolve_checkpoint, save_final
-from advaug.train.data_setup import Splits, load_splits
-from advaug.train.run import Run
-from advaug.train.runtime import (
+from advaug.runtime import (
     Runtime,
+    ddp,
     distributed,
     make_runtime,
     rng_state,
@@ -55,6 +54,8 @@ from advaug.train.runtime import (
     set_rng_state,
     update_ema,
 )
+from advaug.runtime.checkpoint import check_arch, save_final
+from advaug.train.run import Run
 from advaug.train.schedule import lr_at
 
 log = get_logger(__name__)
@@ -443,30 +444,4 @@ def _load_gan_for(job: ClassifierJob, rt: Runtime):
             f"technique '{job.classifier.augment.technique}' needs a trained GAN; "
             "pass --gan RUN_DIR (from `advaug train-gan`)"
         )
-    from advaug.train.gan import load_gan
-
     return load_gan(job.gan, rt.device)
-
-
-def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
-    """A trained classifier (eval mode) from a run folder or checkpoint file."""
-    ckpt = resolve_checkpoint(path)
-    state = load_file(ckpt, map_location=device)
-    if "arch_name" not in state or "model" not in state:
-        raise CheckpointError(f"{ckpt} is not an advaug classifier checkpoint")
-    model = build_model(state["arch_name"], state["num_classes"], **_kw(state))
-    check_arch(state, model.arch_name, model.arch_kwargs)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise CheckpointError(
-            f"{ckpt} does not fit architecture {state['arch_name']}: {str(e).splitlines()[0]}"
-        ) from e
-    model.classes = state.get("classes")
-    return model.to(device).eval()
-
-
-def _kw(state: dict[str, Any]) -> dict[str, Any]:
-    kw = dict(state.get("arch_kwargs", {}))
-    kw.pop("num_classes", None)
-    return kw

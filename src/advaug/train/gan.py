@@ -8,7 +8,7 @@ with standing BN statistics is what ``sample`` and the study use.
 Every loss term is checked for NaN/inf before each checkpoint; a bad value stops the run with a
 message naming the term, and the last good checkpoint stays.
 
-Under ``torchrun`` (see :mod:`advaug.train.ddp`) G and D train in DistributedDataParallel:
+Under ``torchrun`` (see :mod:`advaug.runtime.ddp`) G and D train in DistributedDataParallel:
 ``gan.batch_size`` is the real batch of one rank per critic step (global batch ``batch_size ×
 world_size``; the G step uses ``g_batch_mult × batch_size`` per rank), each rank draws its own
 noise, and the learning rates are used as configured (for the global batch). The G step runs
@@ -31,17 +31,14 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from advaug.config import DataConfig, EvalConfig, GANConfig, RuntimeConfig
 from advaug.data.loader import DeviceLoader
-from advaug.errors import CheckpointError, ConfigError, NumericalError
+from advaug.data.splits import Splits, load_splits
+from advaug.errors import ConfigError, NumericalError
 from advaug.imaging import save_grid
 from advaug.log import get_logger, progress
 from advaug.models.gan import Critic, Generator, recompute_standing_stats, sample
-from advaug.train import ddp
-from advaug.train.checkpoint import check_arch, load_file, resolve_checkpoint, save_final
-from advaug.train.data_setup import Splits, load_splits
-from advaug.train.gan_losses import critic_loss, dequantize, generator_loss
-from advaug.train.run import Run
-from advaug.train.runtime import (
+from advaug.runtime import (
     Runtime,
+    ddp,
     distributed,
     make_runtime,
     rng_state,
@@ -49,6 +46,9 @@ from advaug.train.runtime import (
     set_rng_state,
     update_ema,
 )
+from advaug.runtime.checkpoint import check_arch, save_final
+from advaug.train.gan_losses import critic_loss, dequantize, generator_loss
+from advaug.train.run import Run
 
 log = get_logger(__name__)
 
@@ -59,16 +59,6 @@ class GANJob:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     gan: GANConfig = field(default_factory=GANConfig)
     seed: int = 0
-
-
-@dataclass
-class GANPair:
-    """A trained generator (EMA weights, standing statistics) and its critic, in eval mode."""
-
-    generator: Generator
-    critic: Critic
-    classes: list[str]
-    path: str = ""
 
 
 def build_gan(cfg: GANConfig, num_classes: int) -> tuple[Generator, Critic]:
@@ -449,22 +439,3 @@ def _interpolation_grid(g: Generator, k: int, path: Path, seed: int) -> None:
     z = torch.randn(8, g.z_dim, generator=gen).repeat_interleave(cols, 0).to(device)
     y = torch.arange(cols).repeat(8).to(device)
     save_grid(sample(g, y, z=z), path, nrow=cols)
-
-
-def load_gan(path: str | Path, device: torch.device | str = "cpu") -> GANPair:
-    """The final generator (EMA + standing stats) and critic of a GAN run, in eval mode."""
-    ckpt = resolve_checkpoint(path)
-    state = load_file(ckpt, map_location=device)
-    if "g_arch" not in state or "generator" not in state:
-        raise CheckpointError(f"{ckpt} is not an advaug GAN checkpoint; pass a train-gan run")
-    gk, dk = dict(state["g_arch"]["arch_kwargs"]), dict(state["d_arch"]["arch_kwargs"])
-    g, d = Generator(**gk), Critic(**dk)
-    try:
-        g.load_state_dict(state["generator"])
-        d.load_state_dict(state["critic"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{ckpt} does not fit its recorded architecture: {e}") from e
-    g, d = g.to(device).eval(), d.to(device).eval()
-    for p in (*g.parameters(), *d.parameters()):
-        p.requires_grad_(False)
-    return GANPair(g, d, list(state.get("classes") or []), str(ckpt))

@@ -22,7 +22,7 @@ from typing import Any
 from advaug.config import config_hash, dump_yaml, same_config
 from advaug.errors import ConfigError
 from advaug.log import get_logger
-from advaug.train.checkpoint import CheckpointManager, atomic_write_text, remove_stale_temps
+from advaug.runtime.checkpoint import CheckpointManager, atomic_write_text, remove_stale_temps
 
 log = get_logger(__name__)
 

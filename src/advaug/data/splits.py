@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from advaug.config import DataConfig
-from advaug.data.datasets import Split, class_balanced_subset, load_dataset, train_val_split
+from advaug.data.datasets import load_dataset
+from advaug.data.types import Split, class_balanced_subset, train_val_split
 from advaug.errors import ConfigError
 
 

@@ -1,7 +1,7 @@
 """Data-parallel training under ``torchrun``: wrapping, global sums, agreement, a clean exit.
 
 Launch a training entry point with ``torchrun --standalone --nproc_per_node=N ...``; the
-training functions bring the process group up themselves (:func:`advaug.train.runtime.
+training functions bring the process group up themselves (:func:`advaug.runtime.
 distributed`: NCCL on CUDA, gloo on the CPU), and the entry point ends the process with
 :func:`run_worker` or :func:`exit_process` (see below). Per rank:
 
@@ -51,7 +51,7 @@ from advaug.data.loader import mix_seed
 from advaug.log import get_logger
 
 if TYPE_CHECKING:
-    from advaug.train.runtime import Runtime
+    from advaug.runtime import Runtime
 
 log = get_logger(__name__)
 

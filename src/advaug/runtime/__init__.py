@@ -10,7 +10,7 @@ the device and are read once per epoch or log interval; :func:`update_ema` repla
 synchronises the stream on every step.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) :func:`distributed` brings the process group up around a
-training function (once per process); :mod:`advaug.train.ddp` has the rest (wrapping,
+training function (once per process); :mod:`advaug.runtime.ddp` has the rest (wrapping,
 reductions, agreement, the clean exit).
 """
 
@@ -224,7 +224,7 @@ def distributed(rt: Runtime) -> Iterator[None]:
     ranks may never reach it; torchrun stops them once this rank exits with an error).
 
     The entry point destroys the group at the very end and must not end the process normally:
-    see :func:`advaug.train.ddp.run_worker` and :func:`advaug.train.ddp.exit_process`.
+    see :func:`advaug.runtime.ddp.run_worker` and :func:`advaug.runtime.ddp.exit_process`.
     """
     if rt.distributed and not dist.is_initialized():
         kwargs: dict[str, Any] = {}

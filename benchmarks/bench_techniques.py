@@ -14,8 +14,9 @@ them, and the seed-faithful mode never stops early). Techniques:
   extrapolated (``"extrapolated": true`` in the JSON).
 
 Every technique trains a fresh model from the same seed for ``--epochs`` epochs with the
-training step of ``train_classifier`` (:func:`run_epoch` repeats its inner loop with the same
-building blocks; the tests check that it gives bit-identical weights). The steady-state epoch
+training step of ``train_classifier``: :func:`run_epoch` builds the run with its
+``build_state`` and calls the same :func:`~advaug.train.steps.classifier_step` (the tests check
+that it gives bit-identical weights). The steady-state epoch
 (the mean of the epochs after the first) is what the ratios use; the first epoch, which holds
 the pool fill for the pooled mode, is reported beside it. Wall and CPU-time ratios are both
 given: on a shared machine the CPU-time ones are the steadier.
@@ -39,27 +40,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 ROOT = Path(__file__).resolve().parents[1]
 for _p in (ROOT / "src", ROOT / "benchmarks"):  # run from a checkout without installing
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
-from advaug.augment import build_technique  # noqa: E402
-from advaug.augment.base import Technique, forward_mixed, split_batch  # noqa: E402
+from advaug.augment import Technique  # noqa: E402
 from advaug.config import StudyConfig, build_config, to_dict  # noqa: E402
-from advaug.data.loader import DeviceLoader  # noqa: E402
 from advaug.data.splits import Splits, load_splits  # noqa: E402
 from advaug.loading import GANPair, load_gan  # noqa: E402
-from advaug.runtime import (  # noqa: E402
-    Runtime,
-    make_runtime,
-    seed_everything,
-    update_ema,
-)
-from advaug.train.classifier import ClassifierJob, build_classifier, make_optimizer  # noqa: E402
+from advaug.runtime import Runtime, make_runtime  # noqa: E402
+from advaug.train.classifier import ClassifierJob, build_state  # noqa: E402
 from advaug.train.gan import GANJob, train_gan  # noqa: E402
-from advaug.train.schedule import lr_at  # noqa: E402
+from advaug.train.schedule import lr_at, set_lr  # noqa: E402
+from advaug.train.steps import classifier_step, mixed_forward  # noqa: E402
 from common import (  # noqa: E402
     RESULTS,
     SHARED_CPU_NOTE,
@@ -71,11 +65,10 @@ from common import (  # noqa: E402
     write_json,
 )
 
-#: technique row name -> config overrides under classifier.augment. ``none`` is plain training on
-#: the whole batch (prop 0): with the preset's prop, train_classifier's replace-mode split would
-#: hand the first prop·B images to the no-op technique and train on the clean rest only.
+#: technique row name -> config overrides under classifier.augment (``none`` trains on the
+#: whole batch whatever ``prop`` says: :attr:`AugmentConfig.batch_share`).
 TECHNIQUES: dict[str, dict[str, Any]] = {
-    "none": {"technique": "none", "prop": 0.0},
+    "none": {"technique": "none"},
     "fgsm": {"technique": "fgsm"},
     "gan": {"technique": "gan"},
     "unrestricted-pooled": {"technique": "unrestricted", "unrestricted": {"mode": "pooled"}},
@@ -89,89 +82,63 @@ POOLED_GOAL_VS_FGSM = 10.0  # DESIGN §6 / the issue: pooled epoch <= 10x the FG
 SEED_ESTIMATE_VS_FGSM = 1300.0  # the issue's estimate for the seed's schedule on CIFAR-100
 
 
+class _Timed:
+    """A technique that also adds up the wall seconds spent in it (synchronised)."""
+
+    def __init__(self, technique: Technique, device: torch.device) -> None:
+        self.technique, self.device, self.seconds = technique, device, 0.0
+
+    def __call__(self, *args: Any) -> Any:
+        t = time.perf_counter()
+        out = self.technique(*args)
+        sync(self.device)
+        self.seconds += time.perf_counter() - t
+        return out
+
+
 class Trainer:
-    """A classifier, optimiser, EMA, technique and loader, built as ``train_classifier`` does."""
+    """A classifier run's state, built by ``train_classifier``'s own :func:`build_state`."""
 
     def __init__(self, job: ClassifierJob, splits: Splits, gan: GANPair | None) -> None:
         self.job, self.cfg = job, job.classifier
         self.rt: Runtime = make_runtime(job.runtime)
-        seed_everything(job.seed)
-        self.model = self.rt.prepare(build_classifier(job, splits.num_classes))
-        self.opt = make_optimizer(self.model, self.cfg, self.rt)
-        self.ema = None
-        if self.cfg.optim.ema_decay > 0:
-            self.ema = AveragedModel(
-                self.model,
-                multi_avg_fn=get_ema_multi_avg_fn(self.cfg.optim.ema_decay),
-                use_buffers=True,
-            )
-        needs_gan = self.cfg.augment.technique in ("gan", "unrestricted")
-        self.technique: Technique = build_technique(
-            self.cfg.augment, seed=job.seed, device=self.rt.device, gan=gan if needs_gan else None
-        )
-        self.loader = DeviceLoader(
-            splits.train.x,
-            splits.train.y,
-            self.cfg.batch_size,
-            shuffle=True,
-            seed=job.seed,
-            crop_pad=job.data.crop_pad,
-            pad_mode=job.data.pad_mode,
-            flip=job.data.flip,
-            drop_last=True,
-            device=self.rt.device,
-            channels_last=self.rt.channels_last,
-        )
-        self.step_fn = self.rt.maybe_compile(
-            lambda xc, yc, aug: forward_mixed(
-                self.model,
-                xc,
-                yc,
-                aug,
-                weight=self.cfg.augment.adv_weight,
-                bn=self.cfg.augment.bn,
-                label_smoothing=self.cfg.optim.label_smoothing,
-            )
-        )
-        self.step = 0
+        self.state = build_state(job, self.rt, splits, gan=gan)
+        self.technique: Technique = self.state.technique
+        self.forward = self.rt.maybe_compile(mixed_forward(self.state.net, self.cfg))
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.state.model
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(self.loader)
+        return len(self.state.loader)
 
     def run_epoch(self, epoch: int, max_steps: int | None = None) -> dict[str, Any]:
-        """One epoch (or its first ``max_steps`` steps) of ``train_classifier``'s inner loop.
+        """One epoch (or its first ``max_steps`` steps) of ``train_classifier``'s inner loop,
+        through the same :func:`classifier_step`.
 
         Returns wall and CPU seconds, the seconds spent inside the technique, per-step wall
         times, and how many latent codes the unrestricted technique attacked.
         """
-        cfg, rt, dev = self.cfg, self.rt, self.rt.device
+        st, cfg, dev = self.state, self.cfg, self.rt.device
         attacked0 = _attacked(self.technique)
-        self.loader.set_epoch(epoch)
-        self.model.train()
+        timed = _Timed(self.technique, dev)
+        st.loader.set_epoch(epoch)
+        st.model.train()
         step_s: list[float] = []
-        aug_s = 0.0
         used = torch.zeros((), dtype=torch.long, device=dev)
         sync(dev)
         t0, c0 = time.perf_counter(), time.process_time()
-        for x, y in self.loader:
+        for x, y in st.loader:
             ts = time.perf_counter()
-            lr = lr_at(cfg.optim, self.step, self.steps_per_epoch, cfg.epochs)
-            for g in self.opt.param_groups:
-                g["lr"] = lr
-            part = split_batch(x, y, cfg.augment.prop, cfg.augment.mode)
-            aug = self.technique(self.model, part.x_src, part.y_src, self.step)
-            sync(dev)
-            aug_s += time.perf_counter() - ts
-            with rt.autocast():
-                loss, stats = self.step_fn(part.x_clean, part.y_clean, aug)
+            set_lr(st.opt, lr_at(cfg.optim, st.step, self.steps_per_epoch, cfg.epochs))
+            stats = classifier_step(
+                st.net, st.opt, timed, x, y, st.step, cfg=cfg, rt=self.rt, ema=st.ema,
+                forward=self.forward,
+            )  # fmt: skip
             used += stats["aug_n"]
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            if self.ema is not None:
-                update_ema(self.ema, self.model, self.cfg.optim.ema_decay)
-            self.step += 1
+            st.step += 1
             sync(dev)
             step_s.append(time.perf_counter() - ts)
             if max_steps is not None and len(step_s) >= max_steps:
@@ -180,7 +147,7 @@ class Trainer:
             "steps": len(step_s),
             "seconds": time.perf_counter() - t0,
             "cpu_seconds": time.process_time() - c0,
-            "aug_seconds": aug_s,
+            "aug_seconds": timed.seconds,
             "step_seconds": step_s,
             "attacked": _attacked(self.technique) - attacked0,
             "augmented_used": int(used),
@@ -227,7 +194,7 @@ def bench_technique(
         "technique": aug.technique,
         "steps_per_epoch": spe,
         "images_per_epoch": spe * clf.batch_size,
-        "augmented_per_step": int(aug.prop * clf.batch_size) if aug.technique != "none" else 0,
+        "augmented_per_step": int(aug.batch_share * clf.batch_size),
     }
     if aug.technique == "unrestricted":
         row["unrestricted"] = to_dict(aug.unrestricted)

@@ -313,9 +313,24 @@ def _smoke_overrides(device: torch.device) -> list[str]:
     return [f"runtime.device={device}", "runtime.progress=false", "runtime.threads=0"]
 
 
+class _Stopped(Exception):
+    """Raised by :func:`_stop_at` once the run is checkpointed (a kill, simulated)."""
+
+
+def _stop_at(n: int):
+    """``on_step`` hook: checkpoint at step (or GAN iteration) ``n``, then stop the run."""
+
+    def on_step(state: Any, save: Any) -> None:
+        if state.step >= n:
+            save()
+            raise _Stopped
+
+    return on_step
+
+
 def check_classifier(device: torch.device, sizes: Sizes, tmp: Path) -> dict[str, Any]:
     from advaug.config import build_config
-    from advaug.train.classifier import ClassifierJob, Interrupted, train_classifier
+    from advaug.train.classifier import ClassifierJob, train_classifier
 
     over = [*_smoke_overrides(device), f"classifier.epochs={sizes.train_epochs}"]
     if sizes.train_epochs >= 8:  # the full digits set: far above chance
@@ -326,8 +341,8 @@ def check_classifier(device: torch.device, sizes: Sizes, tmp: Path) -> dict[str,
     res = train_classifier(job, tmp / "clf")
     # an interrupted run resumes on the device (RNG states and optimiser state included)
     cut = ClassifierJob(data=cfg.data, runtime=cfg.runtime, classifier=cfg.classifier, seed=1)
-    with contextlib.suppress(Interrupted):
-        train_classifier(cut, tmp / "clf-cut", stop_after=5)
+    with contextlib.suppress(_Stopped):
+        train_classifier(cut, tmp / "clf-cut", on_step=_stop_at(5))
     resumed = train_classifier(cut, tmp / "clf-cut")
     losses = [
         json.loads(line)["loss"]
@@ -353,15 +368,14 @@ def check_classifier(device: torch.device, sizes: Sizes, tmp: Path) -> dict[str,
 
 def check_gan(device: torch.device, sizes: Sizes, tmp: Path) -> dict[str, Any]:
     from advaug.config import build_config
-    from advaug.train.classifier import Interrupted
     from advaug.train.gan import GANJob, train_gan
 
     over = [*_smoke_overrides(device), f"gan.iters={sizes.gan_check_iters}"]
     cfg = build_config("smoke", over)
     job = GANJob(data=cfg.data, runtime=cfg.runtime, gan=cfg.gan, seed=0)
     res = train_gan(job, tmp / "gan")
-    with contextlib.suppress(Interrupted):
-        train_gan(job, tmp / "gan-cut", stop_after=1)
+    with contextlib.suppress(_Stopped):
+        train_gan(job, tmp / "gan-cut", on_step=_stop_at(1))
     resumed = train_gan(job, tmp / "gan-cut")
     recs = [json.loads(x) for x in (tmp / "gan" / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in recs if r["split"] == "train"]

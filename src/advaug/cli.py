@@ -116,7 +116,7 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     job = GANJob(data=cfg.data, runtime=cfg.runtime, gan=cfg.gan, seed=cfg.seed)
-    result = train_gan(job, args.out)
+    result = train_gan(job, args.out, collapse_threshold=cfg.evaluate.collapse_threshold)
     _print_result(result)
     return 0
 

@@ -24,6 +24,9 @@ from advaug.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent / "configs"
 TECHNIQUES = ("none", "fgsm", "gan", "unrestricted")
+#: A GAN class whose within-class sample spread is below this multiple of the real images'
+#: spread counts as collapsed (the study's evaluation and the GAN's training monitor).
+COLLAPSE_THRESHOLD = 0.3
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -187,6 +190,12 @@ class AugmentConfig:
         _check(0 <= self.prop <= 1, f"{key}.prop", f"{self.prop} is outside [0, 1]")
         _check(self.adv_weight >= 0, f"{key}.adv_weight", "must be >= 0")
 
+    @property
+    def batch_share(self) -> float:
+        """The share of each batch handed to the technique: ``prop``, and 0 for ``none``
+        (plain training uses the whole batch, whatever ``prop`` says)."""
+        return 0.0 if self.technique == "none" else self.prop
+
 
 @dataclass
 class ClassifierConfig:
@@ -261,7 +270,7 @@ class EvalConfig:
     uae_samples: int = 200  # unrestricted-attack success at a fixed budget
     uae_steps: int = 20
     batch_size: int = 256
-    collapse_threshold: float = 0.3  # a GAN class whose sample spread < this x real's: collapsed
+    collapse_threshold: float = COLLAPSE_THRESHOLD  # spread < this x real's: collapsed
 
     def validate(self, key: str) -> None:
         _check(all(e >= 0 for e in self.fgsm_eps), f"{key}.fgsm_eps", "every eps must be >= 0")

@@ -19,7 +19,9 @@ from typing import Any
 
 import torch
 
+from advaug.augment import build_technique
 from advaug.config import StudyConfig, config_hash, dump_yaml, same_config, to_dict
+from advaug.data.datasets import dataset_info
 from advaug.data.splits import Splits, load_splits
 from advaug.errors import ConfigError
 from advaug.imaging import save_grid
@@ -27,8 +29,15 @@ from advaug.loading import load_classifier, load_gan
 from advaug.log import get_logger
 from advaug.runtime import make_runtime
 from advaug.runtime.checkpoint import atomic_write_text
-from advaug.train.classifier import ClassifierJob, train_classifier
-from advaug.train.gan import GANJob, train_gan
+from advaug.train.classifier import (
+    ClassifierJob,
+    build_classifier,
+    make_optimizer,
+    train_classifier,
+)
+from advaug.train.gan import GANJob, build_gan, train_gan
+from advaug.train.loop import check_batch_size
+from advaug.train.steps import classifier_step, critic_step, generator_step
 
 log = get_logger(__name__)
 
@@ -186,85 +195,78 @@ def _time(fn, repeat: int = 2) -> float:
 
 
 def _estimate(plan: Plan) -> None:
-    from advaug.models import build_model
-    from advaug.models.gan import Critic, Generator
-    from advaug.train.gan_losses import critic_loss, generator_loss
-
+    """Time real training steps here (:mod:`advaug.train.steps`) on random data, then scale."""
     cfg = plan.cfg
     rt = make_runtime(cfg.runtime)
-    n_train = _train_size(cfg)
-    k = 100 if cfg.data.name == "cifar100" else 10
-    dev = rt.device
-
-    def step_time(model: Any, batch: int) -> float:
-        m = build_model(model.name, k, **model.kwargs).to(dev).train()
-        opt = torch.optim.SGD(m.parameters(), lr=0.01)
-        x = torch.rand(batch, 3, 32, 32, device=dev)
-        y = torch.randint(k, (batch,), device=dev)
-
-        def go():
-            with rt.autocast():
-                loss = torch.nn.functional.cross_entropy(m(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-        return _time(go)
-
+    info = dataset_info(cfg.data.name)
+    k, shape = info.num_classes, info.image_shape
+    n_train = info.train_size - cfg.data.val_size
+    n_train = min(n_train, cfg.data.train_limit) if cfg.data.train_limit else n_train
     b = cfg.classifier.batch_size
-    steps = max(1, n_train // b) * cfg.classifier.epochs
-    t_step = step_time(cfg.classifier.model, b)
-    g = Generator(cfg.gan.z_dim, cfg.gan.width, k).to(dev)
-    d = Critic(cfg.gan.width, k).to(dev)
-    xb = torch.rand(cfg.gan.batch_size, 3, 32, 32, device=dev)
-    yb = torch.randint(k, (cfg.gan.batch_size,), device=dev)
+    steps_per_epoch = max(1, n_train // b)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    x = torch.rand(b, *shape, generator=gen).to(rt.device)
+    y = torch.randint(k, (b,), generator=gen).to(rt.device)
 
-    def gan_iter():
-        for _ in range(cfg.gan.n_critic):
-            with rt.autocast():
-                loss, _ = critic_loss(d, xb, yb, g(torch.randn(len(yb), g.z_dim, device=dev), yb))
-            loss.backward()
-        yy = yb.repeat(cfg.gan.g_batch_mult)
-        with rt.autocast():
-            loss, _ = generator_loss(d, g(torch.randn(len(yy), g.z_dim, device=dev), yy), yy)
-        loss.backward()
+    def step_time(job: ClassifierJob) -> float:  # techniques that need no GAN
+        model = rt.prepare(build_classifier(job, k)).train()
+        opt = make_optimizer(model, job.classifier, rt)
+        t = build_technique(job.classifier.augment, seed=cfg.seed, device=rt.device)
+        return _time(lambda: classifier_step(model, opt, t, x, y, 0, cfg=job.classifier, rt=rt))
 
-    t_gan = _time(gan_iter, 1)
+    t_gan = _gan_iteration_time(cfg, rt, k, shape)
+    ref = _reference_job(cfg)
+    t_step = step_time(_classifier_job(cfg, "none", cfg.seed, plan.out))
+    fgsm = _classifier_job(cfg, "fgsm", cfg.seed, plan.out)
+    t_fgsm = step_time(fgsm) if "fgsm" in cfg.techniques else t_step
     # one latent step ≈ G + D + f forward/backward on a batch: about a GAN G-step plus a f step
     t_latent_img = (t_gan / (cfg.gan.n_critic + 1) + t_step) / max(1, b)
-    u = cfg.classifier.augment.unrestricted
+    per_technique = {"none": t_step, "fgsm": t_fgsm, "gan": 1.1 * t_step}
     for s in plan.stages:
         if s.kind == "gan":
             s.estimate_s = t_gan * cfg.gan.iters
         elif s.kind == "reference":
-            ref_steps = max(1, n_train // b) * (cfg.reference_epochs or cfg.classifier.epochs)
-            s.estimate_s = step_time(cfg.reference_model, b) * ref_steps
+            s.estimate_s = step_time(ref) * steps_per_epoch * ref.classifier.epochs
         elif s.kind == "classifier":
+            steps = steps_per_epoch * cfg.classifier.epochs
             t = s.job.classifier.augment.technique
-            extra = 0.0
-            if t == "fgsm":
-                extra = 0.6 * t_step * steps
-            elif t == "gan":
-                extra = 0.1 * t_step * steps
-            elif t == "unrestricted":
-                n_att = u.pool_size * (1 + u.refresh_fraction * steps / u.refresh_every)
-                if u.mode == "seed":
-                    n_att = steps * int(cfg.classifier.augment.prop * b)
-                extra = n_att * u.steps * 0.5 * t_latent_img  # ~half the samples stop early
-            s.estimate_s = t_step * steps + extra
+            s.estimate_s = per_technique.get(t, t_step) * steps
+            if t == "unrestricted":
+                s.estimate_s += _latent_steps(cfg, steps) * t_latent_img
         elif s.kind == "evaluate":
             e = cfg.evaluate
-            n_rob = e.robust_samples or 10000
+            n_rob = min(e.robust_samples or info.test_size, info.test_size)
             s.estimate_s = (
                 t_step / b * n_rob * (len(e.fgsm_eps) + e.pgd_steps * e.pgd_restarts)
                 + e.uae_samples * e.uae_steps * t_latent_img
             )
 
 
-def _train_size(cfg: StudyConfig) -> int:
-    full = {"digits": 1437, "cifar10": 50000, "cifar100": 50000}.get(cfg.data.name, 50000)
-    full -= cfg.data.val_size
-    return min(full, cfg.data.train_limit) if cfg.data.train_limit else full
+def _gan_iteration_time(cfg: StudyConfig, rt: Any, k: int, shape: tuple[int, ...]) -> float:
+    """Seconds of one AC-GAN iteration (n_critic critic steps and a generator step) here."""
+    g_cfg = cfg.gan
+    g, d = build_gan(g_cfg, k)
+    g, d = rt.prepare(g), rt.prepare(d)
+    opt_g, opt_d = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
+    rng = torch.Generator(device=rt.device).manual_seed(cfg.seed)
+    x = torch.rand(g_cfg.batch_size, *shape, device=rt.device, generator=rng)
+    y = torch.randint(k, (g_cfg.batch_size,), device=rt.device, generator=rng)
+
+    def iteration() -> None:
+        for _ in range(g_cfg.n_critic):
+            critic_step(g, d, opt_d, x, y, cfg=g_cfg, rt=rt, rng=rng)
+        generator_step(g, d, opt_g, k, cfg=g_cfg, rt=rt, rng=rng)
+
+    return _time(iteration, 1)
+
+
+def _latent_steps(cfg: StudyConfig, steps: int) -> float:
+    """Latent-code updates an unrestricted classifier run makes (about half stop early)."""
+    u, aug = cfg.classifier.augment.unrestricted, cfg.classifier.augment
+    attacked = u.pool_size * (1 + u.refresh_fraction * steps / u.refresh_every)
+    if u.mode == "seed":
+        attacked = steps * int(aug.prop * cfg.classifier.batch_size)
+    return attacked * u.steps * 0.5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,7 +312,12 @@ def run_study(cfg: StudyConfig, out: str | Path):
             log.info("stage gan (%s)", _status(stage.folder, stage.job))
             info["gan"] = {
                 "run_dir": "gan",
-                "result": train_gan(stage.job, stage.folder, splits=splits),
+                "result": train_gan(
+                    stage.job,
+                    stage.folder,
+                    splits=splits,
+                    collapse_threshold=cfg.evaluate.collapse_threshold,
+                ),
             }
         elif stage.kind in ("reference", "classifier"):
             log.info("stage %s (%s)", stage.name, _status(stage.folder, stage.job))
@@ -338,22 +345,13 @@ def run_study(cfg: StudyConfig, out: str | Path):
 
 def _check_stages(plan: Plan, splits: Splits) -> None:
     """Refuse, before hours of GAN training, a stage that would fail when it starts."""
-    from advaug.train.classifier import build_classifier
-
     n = len(splits.train)
     for s in plan.stages:
         if s.kind in ("reference", "classifier"):
             build_classifier(s.job, splits.num_classes)  # unknown names or options: ConfigError
-            if s.job.classifier.batch_size > n:
-                raise ConfigError(
-                    f"invalid config value classifier.batch_size={s.job.classifier.batch_size}: "
-                    f"larger than the {n} training images; lower it"
-                )
-        elif s.kind == "gan" and s.job.gan.batch_size > n:
-            raise ConfigError(
-                f"invalid config value gan.batch_size={s.job.gan.batch_size}: larger than the "
-                f"{n} training images; lower it"
-            )
+            check_batch_size(s.job.classifier.batch_size, n, "classifier.batch_size")
+        elif s.kind == "gan":
+            check_batch_size(s.job.gan.batch_size, n, "gan.batch_size")
 
 
 def _study_info(cfg: StudyConfig, splits: Splits) -> dict[str, Any]:

@@ -19,8 +19,9 @@ from advaug.data.splits import load_splits
 from advaug.errors import CheckpointError
 from advaug.loading import load_classifier, load_gan
 from advaug.runtime.checkpoint import CheckpointManager, check_arch, load_file
-from advaug.train.classifier import ClassifierJob, Interrupted, train_classifier
+from advaug.train.classifier import ClassifierJob, train_classifier
 from advaug.train.gan import GANJob, train_gan
+from tests.hooks import Interrupted, stop_after
 from tests.reliability.helpers import assert_states_equal, records, steps_by_split
 from tests.reliability.test_kill_resume import GAN
 
@@ -55,10 +56,10 @@ def _final(folder: Path) -> dict:
     return load_file(folder / "checkpoints" / "final.pt")
 
 
-def _interrupted(tmp_path: Path, splits, stop_after: int = 14) -> Path:
+def _interrupted(tmp_path: Path, splits, stop_at: int = 14) -> Path:
     out = tmp_path / "cut"
     with pytest.raises(Interrupted):
-        train_classifier(_job(), out, splits=splits, stop_after=stop_after)
+        train_classifier(_job(), out, splits=splits, on_step=stop_after(stop_at))
     return out
 
 
@@ -131,7 +132,7 @@ def _wrong_sha_manifest(p: Path) -> None:
 def test_corrupt_newest_checkpoint_falls_back_and_ends_bit_identical(
     tmp_path, splits, full_run, advaug_logs, corrupt, says
 ):
-    cut = _interrupted(tmp_path, splits, stop_after=14)  # checkpoints 12 and 14 are kept
+    cut = _interrupted(tmp_path, splits, stop_at=14)  # checkpoints 12 and 14 are kept
     newest = cut / "checkpoints" / "step-00000014.pt"
     corrupt(newest)
     advaug_logs.clear()
@@ -146,7 +147,7 @@ def test_corrupt_newest_checkpoint_falls_back_and_ends_bit_identical(
 def test_every_checkpoint_corrupt_starts_over_without_duplicate_metrics(
     tmp_path, splits, full_run, advaug_logs
 ):
-    cut = _interrupted(tmp_path, splits, stop_after=14)
+    cut = _interrupted(tmp_path, splits, stop_at=14)
     for p in (cut / "checkpoints").glob("step-*.pt"):
         _truncate(p)
     advaug_logs.clear()
@@ -163,7 +164,7 @@ def test_gan_truncated_checkpoint_falls_back_and_ends_bit_identical(tmp_path, ad
     splits = load_splits(cfg.data)
     train_gan(job, tmp_path / "full", splits=splits)
     with pytest.raises(Interrupted):
-        train_gan(job, tmp_path / "cut", splits=splits, stop_after=6)
+        train_gan(job, tmp_path / "cut", splits=splits, on_step=stop_after(6))
     _truncate(tmp_path / "cut" / "checkpoints" / "step-00000006.pt")
     advaug_logs.clear()
     train_gan(job, tmp_path / "cut", splits=splits)
@@ -203,7 +204,7 @@ def test_check_arch_names_the_mismatch_in_one_line():
 
 
 def test_resuming_checkpoints_of_another_architecture_fails_in_one_line(tmp_path, splits):
-    cut = _interrupted(tmp_path, splits, stop_after=6)
+    cut = _interrupted(tmp_path, splits, stop_at=6)
     other = tmp_path / "other"
     other.mkdir()
     shutil.copytree(cut / "checkpoints", other / "checkpoints")  # no config.yaml: a fresh run

@@ -17,6 +17,7 @@ import json
 import pytest
 
 from advaug.runtime.checkpoint import load_file
+from tests.hooks import Interrupted, stop_after
 from tests.reliability.helpers import (
     assert_states_equal,
     kill_points,
@@ -145,25 +146,25 @@ def test_study_survives_sigkill_and_does_not_redo_finished_stages(tmp_path):
 
 def test_classifier_resumes_from_a_checkpoint_on_the_last_batch_of_an_epoch(tmp_path):
     from advaug.config import build_config
-    from advaug.train.classifier import ClassifierJob, Interrupted, train_classifier
+    from advaug.train.classifier import ClassifierJob, train_classifier
 
     cfg = build_config("smoke", ["runtime.ckpt_every_min=1000"])
     job = ClassifierJob(data=cfg.data, runtime=cfg.runtime, classifier=cfg.classifier, seed=0)
     with pytest.raises(Interrupted):  # 9 steps per epoch: the checkpoint at 9 is mid-loop
-        train_classifier(job, tmp_path / "r", stop_after=9)
+        train_classifier(job, tmp_path / "r", on_step=stop_after(9))
     train_classifier(job, tmp_path / "r")
     assert steps_by_split(tmp_path / "r")["train"] == [9, 18]
 
 
 def test_classifier_train_record_of_a_resumed_epoch_matches_the_uninterrupted_one(tmp_path):
     from advaug.config import build_config
-    from advaug.train.classifier import ClassifierJob, Interrupted, train_classifier
+    from advaug.train.classifier import ClassifierJob, train_classifier
 
     cfg = build_config("smoke", ["runtime.ckpt_every_min=1000"])
     job = ClassifierJob(data=cfg.data, runtime=cfg.runtime, classifier=cfg.classifier, seed=0)
     train_classifier(job, tmp_path / "full")
     with pytest.raises(Interrupted):
-        train_classifier(job, tmp_path / "cut", stop_after=5)
+        train_classifier(job, tmp_path / "cut", on_step=stop_after(5))
     train_classifier(job, tmp_path / "cut")
     full = [r for r in records(tmp_path / "full") if r["split"] == "train"]
     cut = [r for r in records(tmp_path / "cut") if r["split"] == "train"]

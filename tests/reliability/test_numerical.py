@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import advaug.train.classifier as classifier_mod
-import advaug.train.gan as gan_mod
+import advaug.train.steps as steps_mod
 from advaug.attacks import UnrestrictedAttack
 from advaug.attacks.fgsm import FGSM
 from advaug.attacks.pgd import PGD
@@ -28,6 +28,7 @@ from advaug.models.gan import Critic, Generator
 from advaug.runtime.checkpoint import CheckpointManager, first_nonfinite, load_file
 from advaug.train.classifier import ClassifierJob, train_classifier
 from advaug.train.gan import GANJob, train_gan
+from tests.hooks import nan_in_critic_at
 from tests.reliability.helpers import assert_states_equal, check_checkpoints, steps_by_split
 from tests.reliability.test_kill_resume import GAN
 
@@ -65,11 +66,12 @@ def gan_full(tmp_path_factory, splits):
 
 
 def test_gan_nan_names_the_term_keeps_the_last_good_checkpoint_and_resumes(
-    tmp_path, splits, gan_full
+    tmp_path, splits, gan_full, monkeypatch
 ):
     run = tmp_path / "r"
-    with pytest.raises(NumericalError) as e:
-        train_gan(_gan_job(), run, splits=splits, inject_nan_at=4)  # the 5th iteration
+    with monkeypatch.context() as patch, pytest.raises(NumericalError) as e:
+        nan_in_critic_at(patch, 4, _gan_job().gan.n_critic)  # the 5th iteration
+        train_gan(_gan_job(), run, splits=splits)
     msg = str(e.value)
     assert "'d_gp' became nan" in msg and str(run / "checkpoints") in msg and "\n" not in msg
     assert _newest_is_good(run)["step"] == 4
@@ -83,7 +85,7 @@ def test_gan_nan_names_the_term_keeps_the_last_good_checkpoint_and_resumes(
 
 
 def test_gan_inf_in_the_generator_loss_names_the_generator_term(tmp_path, splits, monkeypatch):
-    real = gan_mod.generator_loss
+    real = steps_mod.generator_loss
     calls = {"n": 0}
 
     def blows_up_at_call_3(*args, **kwargs):
@@ -94,7 +96,7 @@ def test_gan_inf_in_the_generator_loss_names_the_generator_term(tmp_path, splits
             parts = {**parts, "ac": parts["ac"] * math.inf}
         return loss, parts
 
-    monkeypatch.setattr(gan_mod, "generator_loss", blows_up_at_call_3)
+    monkeypatch.setattr(steps_mod, "generator_loss", blows_up_at_call_3)
     with pytest.raises(NumericalError, match="'g_ac' became inf"):
         train_gan(_gan_job(), tmp_path / "r", splits=splits)
     assert _newest_is_good(tmp_path / "r")["step"] == 2

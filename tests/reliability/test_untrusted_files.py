@@ -31,8 +31,9 @@ from advaug.config import build_config
 from advaug.data.splits import load_splits
 from advaug.errors import CheckpointError
 from advaug.runtime.checkpoint import load_file
-from advaug.train.classifier import ClassifierJob, Interrupted, train_classifier
+from advaug.train.classifier import ClassifierJob, train_classifier
 from tests.data.cifar_synth import cifar_files, dump_py2, write_folder
+from tests.hooks import Interrupted, stop_after
 from tests.reliability.helpers import child_env, one_line_error, tree_hash
 
 PAYLOADS = ("system", "import")
@@ -202,9 +203,9 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("runs")
     splits = load_splits(build_config("smoke").data)
     with pytest.raises(Interrupted):
-        train_classifier(_cli_job(), base / "cut", splits=splits, stop_after=5)
+        train_classifier(_cli_job(), base / "cut", splits=splits, on_step=stop_after(5))
     with pytest.raises(Interrupted):
-        train_classifier(_cli_job(), base / "cut", splits=splits, stop_after=9)
+        train_classifier(_cli_job(), base / "cut", splits=splits, on_step=stop_after(9))
     train_classifier(_cli_job(), base / "done", splits=splits)
     return base
 

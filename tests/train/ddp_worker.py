@@ -26,14 +26,16 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT / "src") not in sys.path:
-    sys.path.insert(0, str(ROOT / "src"))
+for _p in (ROOT / "src", ROOT):  # advaug, and the tests' own helpers
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 from advaug.config import build_config  # noqa: E402
 from advaug.models import list_models, register_model  # noqa: E402
 from advaug.runtime import ddp  # noqa: E402
-from advaug.train.classifier import ClassifierJob, Interrupted, train_classifier  # noqa: E402
+from advaug.train.classifier import ClassifierJob, train_classifier  # noqa: E402
 from advaug.train.gan import GANJob, train_gan  # noqa: E402
+from tests.hooks import Interrupted, stop_after  # noqa: E402
 
 MODEL = "ddp-test-mlp"
 
@@ -98,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     if "classifier" in jobs:
         try:
             results["classifier"] = train_classifier(
-                classifier_job(args.batch), args.out / "classifier", stop_after=args.stop_after
+                classifier_job(args.batch),
+                args.out / "classifier",
+                on_step=stop_after(args.stop_after) if args.stop_after else None,
             )
         except Interrupted:
             results["classifier"] = "interrupted"

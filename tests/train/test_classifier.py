@@ -10,7 +10,8 @@ from advaug.data.splits import load_splits
 from advaug.errors import CheckpointError, ConfigError
 from advaug.loading import load_classifier
 from advaug.runtime.checkpoint import load_file
-from advaug.train.classifier import ClassifierJob, Interrupted, train_classifier
+from advaug.train.classifier import ClassifierJob, train_classifier
+from tests.hooks import Interrupted, stop_after
 
 
 def _job(technique: str = "none", **over) -> ClassifierJob:
@@ -34,9 +35,11 @@ def test_interrupted_then_resumed_run_is_bit_identical(tmp_path, splits, techniq
     job = _job(technique, ckpt_every_steps=4)
     full = train_classifier(job, tmp_path / "full", splits=splits)
     with pytest.raises(Interrupted):
-        train_classifier(job, tmp_path / "cut", splits=splits, stop_after=6)  # mid-epoch 1
+        train_classifier(job, tmp_path / "cut", splits=splits, on_step=stop_after(6))  # epoch 1
     with pytest.raises(Interrupted):
-        train_classifier(job, tmp_path / "cut", splits=splits, stop_after=13)  # mid-epoch 2
+        train_classifier(
+            job, tmp_path / "cut", splits=splits, on_step=stop_after(13)
+        )  # mid-epoch 2
     resumed = train_classifier(job, tmp_path / "cut", splits=splits)
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
     assert a.keys() == b.keys()
@@ -57,7 +60,7 @@ def test_ema_and_label_smoothing_resume_too(tmp_path, splits):
     job = _job("none", o=["classifier.optim.ema_decay=0.9", "classifier.optim.label_smoothing=0.1"])
     train_classifier(job, tmp_path / "full", splits=splits)
     with pytest.raises(Interrupted):
-        train_classifier(job, tmp_path / "cut", splits=splits, stop_after=5)
+        train_classifier(job, tmp_path / "cut", splits=splits, on_step=stop_after(5))
     train_classifier(job, tmp_path / "cut", splits=splits)
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -33,7 +33,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from advaug.runtime import Runtime, ddp, update_ema
 from advaug.runtime.checkpoint import load_file
-from advaug.train.classifier import _loader_state, train_classifier
+from advaug.train.classifier import train_classifier
+from advaug.train.loop import loader_position
 
 from .ddp_worker import classifier_job
 
@@ -194,11 +195,11 @@ def test_resume_under_another_world_size(launches, caplog):
 
 def test_loader_position_converts_through_images_consumed():
     s = {"loader": {"epoch": 3, "batch": 5}, "world_size": 2}
-    assert _loader_state(s, 2, 100) == {"epoch": 3, "batch": 5}
-    assert _loader_state(s, 1, 100) == {"epoch": 3, "batch": 10}
-    assert _loader_state(s, 4, 100) == {"epoch": 3, "batch": 2}  # 10 rank-batches: floor(10/4)
-    assert _loader_state(s, 1, 7) == {"epoch": 3, "batch": 7}  # clamped to the epoch's end
-    assert _loader_state({"loader": {"epoch": 0, "batch": 3}}, 3, 100)["batch"] == 1
+    assert loader_position(s, 2, 100) == {"epoch": 3, "batch": 5}
+    assert loader_position(s, 1, 100) == {"epoch": 3, "batch": 10}
+    assert loader_position(s, 4, 100) == {"epoch": 3, "batch": 2}  # 10 rank-batches: floor(10/4)
+    assert loader_position(s, 1, 7) == {"epoch": 3, "batch": 7}  # clamped to the epoch's end
+    assert loader_position({"loader": {"epoch": 0, "batch": 3}}, 3, 100)["batch"] == 1
 
 
 def test_rank_seeds_differ_and_rank0_keeps_the_seed():

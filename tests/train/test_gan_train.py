@@ -10,8 +10,8 @@ from advaug.data.splits import load_splits
 from advaug.errors import NumericalError
 from advaug.loading import load_gan
 from advaug.runtime.checkpoint import load_file
-from advaug.train.classifier import Interrupted
 from advaug.train.gan import GANJob, train_gan
+from tests.hooks import Interrupted, nan_in_critic_at, stop_after
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_gan_resume_is_bit_identical(tmp_path, splits):
     job = _job("gan.ckpt_every=2")
     train_gan(job, tmp_path / "full", splits=splits)
     with pytest.raises(Interrupted):
-        train_gan(job, tmp_path / "cut", splits=splits, stop_after=3)
+        train_gan(job, tmp_path / "cut", splits=splits, on_step=stop_after(3))
     train_gan(job, tmp_path / "cut", splits=splits)
     a = load_file(tmp_path / "full" / "checkpoints" / "final.pt")
     b = load_file(tmp_path / "cut" / "checkpoints" / "final.pt")
@@ -43,10 +43,11 @@ def test_gan_resume_is_bit_identical(tmp_path, splits):
     assert steps == sorted(set(steps)) and steps[-1] == job.gan.iters
 
 
-def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, splits):
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, splits, monkeypatch):
     job = _job("gan.iters=8", "gan.ckpt_every=2")
+    nan_in_critic_at(monkeypatch, 4, job.gan.n_critic)
     with pytest.raises(NumericalError, match="gp"):
-        train_gan(job, tmp_path / "r", splits=splits, inject_nan_at=4)
+        train_gan(job, tmp_path / "r", splits=splits)
     manifests = sorted((tmp_path / "r" / "checkpoints").glob("step-*.json"))
     assert manifests, "a good checkpoint should remain"
     steps = [json.loads(m.read_text())["step"] for m in manifests]

@@ -24,7 +24,7 @@ def build_technique(
 ) -> Technique:
     """The technique named by ``cfg.technique``; ``gan`` is a loaded (generator, critic) pair."""
     t = cfg.technique
-    if t == "none" or cfg.prop == 0:
+    if cfg.batch_share == 0:
         return Technique()
     if t == "fgsm":
         from advaug.augment.fgsm import FGSMTechnique

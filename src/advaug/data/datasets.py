@@ -7,6 +7,7 @@ The shared types (:class:`ImageData`, :class:`Split`) and splitting live in
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from advaug.data.cifar import load_cifar
@@ -16,6 +17,32 @@ from advaug.errors import ConfigError
 
 #: Names accepted by :func:`load_dataset`.
 DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "digits")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What is known of a dataset without reading it (for plans and cost estimates)."""
+
+    num_classes: int
+    image_shape: tuple[int, int, int]  # C, H, W
+    train_size: int
+    test_size: int
+
+
+#: The published sizes of each dataset (digits: the embedded split of :mod:`advaug.data.digits`).
+DATASET_INFO: dict[str, DatasetInfo] = {
+    "cifar10": DatasetInfo(10, (3, 32, 32), 50_000, 10_000),
+    "cifar100": DatasetInfo(100, (3, 32, 32), 50_000, 10_000),
+    "digits": DatasetInfo(10, (3, 32, 32), 1_438, 359),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The :class:`DatasetInfo` of dataset ``name``."""
+    key = name.lower().replace("-", "")
+    if key not in DATASET_INFO:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    return DATASET_INFO[key]
 
 
 def default_root() -> Path:

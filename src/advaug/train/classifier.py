@@ -23,7 +23,6 @@ is unchanged). With ``runtime.sync_bn`` (CUDA only) batch norm uses the global b
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -34,14 +33,13 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from advaug.augment import build_technique
-from advaug.augment.base import forward_mixed, split_batch
+from advaug.augment import Technique, build_technique
 from advaug.config import ClassifierConfig, DataConfig, RuntimeConfig
 from advaug.data.loader import DeviceLoader
-from advaug.data.splits import Splits, load_splits
+from advaug.data.splits import Splits
 from advaug.errors import ConfigError, NumericalError
 from advaug.evaluate.accuracy import accuracy
-from advaug.loading import load_gan
+from advaug.loading import GANPair, load_gan
 from advaug.log import get_logger, progress
 from advaug.models import build_model
 from advaug.runtime import (
@@ -52,11 +50,12 @@ from advaug.runtime import (
     rng_state,
     seed_everything,
     set_rng_state,
-    update_ema,
 )
 from advaug.runtime.checkpoint import check_arch, save_final
+from advaug.train import loop
 from advaug.train.run import Run
-from advaug.train.schedule import lr_at
+from advaug.train.schedule import lr_at, set_lr
+from advaug.train.steps import classifier_step, mixed_forward
 
 log = get_logger(__name__)
 
@@ -71,10 +70,6 @@ class ClassifierJob:
     seed: int = 0
     gan: str | None = None  # GAN run folder or checkpoint, for the gan/unrestricted techniques
     ckpt_every_steps: int = 0  # >0: also checkpoint every N steps (tests, preemptible machines)
-
-
-class Interrupted(Exception):
-    """Raised by the ``stop_after`` test hook after checkpointing (simulates a kill)."""
 
 
 def build_classifier(job: ClassifierJob, num_classes: int) -> nn.Module:
@@ -101,20 +96,79 @@ def make_optimizer(model: nn.Module, cfg: ClassifierConfig, rt: Runtime) -> torc
     )
 
 
-def _state(model, opt, ema, technique, loader, step, epoch, best, extra) -> dict[str, Any]:
-    """The checkpoint of a one-process run; ``model`` is the plain (unwrapped) module."""
-    return {
-        "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
-        "ema": ema.state_dict() if ema is not None else None,
-        "technique": technique.state_dict(),
-        "loader": loader.state_dict(),
-        "step": step,
-        "epoch": epoch,
-        "best_val": best,
-        "rng": rng_state(),
-        **extra,
-    }
+def make_ema(model: nn.Module, decay: float, *, use_buffers: bool) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s weights (None when ``decay`` is 0)."""
+    if decay <= 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=use_buffers)
+
+
+@dataclass
+class ClassifierState:
+    """Everything a classifier run checkpoints. ``net`` trains (DDP under torchrun); ``model``
+    is the plain module that attacks, the EMA, evaluation and checkpoints use."""
+
+    net: nn.Module
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    ema: AveragedModel | None
+    technique: Technique
+    loader: DeviceLoader
+    splits: Splits
+    seed: int
+    step: int = 0
+    epoch: int = 0
+    best: float = -1.0
+    epoch_stats: dict[str, torch.Tensor] | None = None  # the epoch's running sums (device)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def add(self, stats: dict[str, torch.Tensor]) -> None:
+        acc = self.epoch_stats
+        self.epoch_stats = stats if acc is None else {k: acc[k] + v for k, v in stats.items()}
+
+    def arch(self) -> dict[str, Any]:
+        return {"arch_name": self.model.arch_name, "arch_kwargs": self.model.arch_kwargs}
+
+    def rank_state(self) -> dict[str, Any]:
+        return {
+            "rng": rng_state(),
+            "technique": self.technique.state_dict(),
+            "epoch_stats": self.epoch_stats,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "technique": self.technique.state_dict(),
+            "loader": self.loader.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "best_val": self.best,
+            "rng": rng_state(),
+            **self.arch(),
+            "num_classes": self.splits.num_classes,
+            "classes": self.splits.classes,
+            "epoch_stats": self.epoch_stats,  # so that a resumed epoch logs the whole epoch
+        }
+
+    def load_state_dict(self, state: dict[str, Any], rt: Runtime) -> None:
+        check_arch(state, self.model.arch_name, self.model.arch_kwargs)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.step, self.epoch, self.best = state["step"], state["epoch"], state["best_val"]
+        same_world = state.get("world_size", 1) == rt.world_size
+        self.loader.load_state_dict(loop.loader_position(state, rt.world_size, len(self.loader)))
+        if not same_world:
+            self.step = self.loader.epoch * len(self.loader) + self.loader.state_dict()["batch"]
+        acc = _restore_rank_state(state, rt, self.technique, self.seed + self.step, same_world)
+        self.epoch_stats = None if acc is None else {k: v.to(rt.device) for k, v in acc.items()}
 
 
 def train_classifier(
@@ -122,52 +176,58 @@ def train_classifier(
     out: str | Path,
     *,
     splits: Splits | None = None,
-    stop_after: int | None = None,
+    on_step: loop.OnStep | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) one classifier in run folder ``out``; returns its result dict.
 
+    ``on_step(state, save)`` is called after every step (see :mod:`advaug.train.loop`).
     Under torchrun every rank calls this; the returned result is the same on every rank.
     """
     rt = make_runtime(job.runtime)
     with distributed(rt):
-        return _train(job, out, rt, splits, stop_after)
-
-
-def _train(
-    job: ClassifierJob,
-    out: str | Path,
-    rt: Runtime,
-    splits: Splits | None,
-    stop_after: int | None,
-) -> dict[str, Any]:
-    run = Run(out, job, kind="classifier", keep_last=job.runtime.keep_last, write=rt.is_main)
-    if run.finished:
-        log.info("%s is finished; nothing to do", out)
-        return run.result()
-    cfg = job.classifier
-    splits = splits or load_splits(job.data, seed=job.seed)
-    if cfg.batch_size > len(splits.train):
-        raise ConfigError(
-            f"invalid config value classifier.batch_size={cfg.batch_size}: larger than the "
-            f"{len(splits.train)} training images; lower it"
+        run, splits = loop.open_run(
+            job,
+            out,
+            rt,
+            kind="classifier",
+            splits=splits,
+            batch_size=job.classifier.batch_size,
+            key="classifier.batch_size",
         )
+        if splits is None:
+            return run.result()
+        try:
+            return _train(job, run, rt, build_state(job, rt, splits), on_step)
+        finally:
+            run.close()
+
+
+def build_state(
+    job: ClassifierJob, rt: Runtime, splits: Splits, *, gan: GANPair | None = None
+) -> ClassifierState:
+    """Model, optimiser, EMA, technique and loader of a fresh run, seeded as the job says.
+
+    ``gan`` (a loaded pair) replaces loading the job's GAN run for the gan/unrestricted
+    techniques.
+    """
+    cfg = job.classifier
     seed_everything(job.seed)
     model = rt.prepare(build_classifier(job, splits.num_classes))
-    arch = {"arch_name": model.arch_name, "arch_kwargs": model.arch_kwargs}
-    # `net` trains (DDP under torchrun); `model` is the plain module that attacks, EMA,
-    # evaluation and checkpoints use. One process: the same object.
-    net = ddp.wrap(model, rt, sync_bn=getattr(job.runtime, "sync_bn", False))
+    net = ddp.wrap(model, rt, sync_bn=job.runtime.sync_bn)
     model = ddp.unwrap(net)
     if rt.distributed and rt.rank > 0:  # every rank its own random stream (rank 0 keeps seed's)
         torch.manual_seed(ddp.rank_seed(job.seed, rt.rank))
     opt = make_optimizer(model, cfg, rt)
-    ema = None
-    if cfg.optim.ema_decay > 0:
-        ema = AveragedModel(
-            model, multi_avg_fn=get_ema_multi_avg_fn(cfg.optim.ema_decay), use_buffers=True
-        )
-    gan = _load_gan_for(job, rt) if cfg.augment.technique in ("gan", "unrestricted") else None
-    technique = _build_technique(job, rt, gan)
+    ema = make_ema(model, cfg.optim.ema_decay, use_buffers=True)
+    needs_gan = cfg.augment.technique in ("gan", "unrestricted")
+    technique = build_technique(
+        cfg.augment,
+        seed=ddp.rank_seed(job.seed, rt.rank),
+        device=rt.device,
+        gan=(gan or _load_gan_for(job, rt)) if needs_gan else None,
+        rank=rt.rank,
+        world_size=rt.world_size,
+    )
     loader = DeviceLoader(
         splits.train.x,
         splits.train.y,
@@ -183,154 +243,110 @@ def _train(
         rank=rt.rank,
         world_size=rt.world_size,
     )
-    steps_per_epoch = len(loader)
-    total = steps_per_epoch * cfg.epochs
-    step, epoch, best = 0, 0, -1.0
-    acc: dict[str, torch.Tensor] | None = None  # the epoch's running sums (device tensors)
-    # CPU first: RNG states must be CPU tensors; weights are copied onto the device on load.
-    resumed = run.checkpoints.load_latest(map_location="cpu")
-    if resumed is not None:
-        state, manifest = resumed
-        check_arch(state, arch["arch_name"], arch["arch_kwargs"])
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        step, epoch, best = state["step"], state["epoch"], state["best_val"]
-        same_world = state.get("world_size", 1) == rt.world_size
-        loader.load_state_dict(_loader_state(state, rt.world_size, len(loader)))
-        if not same_world:
-            step = loader.epoch * steps_per_epoch + loader.state_dict()["batch"]
-        acc = _restore_rank_state(state, rt, technique, job.seed + step, same_world)
-        if acc is not None:
-            acc = {k: v.to(rt.device) for k, v in acc.items()}
-        run.resume_from(step)
-        log.info("resumed %s at step %d (epoch %d)", out, step, epoch)
+    return ClassifierState(net, model, opt, ema, technique, loader, splits, job.seed)
+
+
+def _train(
+    job: ClassifierJob, run: Run, rt: Runtime, st: ClassifierState, on_step: loop.OnStep | None
+) -> dict[str, Any]:
+    cfg, spe = job.classifier, len(st.loader)
+    if loop.resume(run, st, rt):
+        log.info("resumed %s at step %d (epoch %d)", run.folder, st.step, st.epoch)
     else:
-        run.log(
-            0,
-            "setup",
-            {
-                "runtime": str(rt.describe()),
-                "steps_per_epoch": steps_per_epoch,
-                "global_batch": cfg.batch_size * rt.world_size,
-            },
-        )
+        setup = {"runtime": str(rt.describe()), "steps_per_epoch": spe}
+        run.log(0, "setup", {**setup, "global_batch": cfg.batch_size * rt.world_size})
 
     def save(metric: float | None = None) -> None:
-        # Collective under torchrun (every rank hands over its RNG and technique state).
-        mine = {"rng": rng_state(), "technique": technique.state_dict(), "epoch_stats": acc}
-        ranks = ddp.gather_to_main(mine)
-        if rt.is_main:
-            extra = {
-                **arch,
-                "num_classes": splits.num_classes,
-                "classes": splits.classes,
-                "epoch_stats": acc,  # so that a resumed epoch logs the whole epoch
-            }
-            state = _state(model, opt, ema, technique, loader, step, epoch, best, extra)
-            if rt.distributed:
-                state.update(world_size=rt.world_size, ranks=ranks)
-            run.checkpoints.save(state, step, metric=metric)
+        loop.save(run, st, rt, metric)
 
-    prop = 0.0 if technique.name == "none" else cfg.augment.prop  # `none` trains on all of B
-    train_step = rt.maybe_compile(
-        lambda xc, yc, aug: forward_mixed(
-            net,
-            xc,
-            yc,
-            aug,
-            weight=cfg.augment.adv_weight,
-            bn=cfg.augment.bn,
-            label_smoothing=cfg.optim.label_smoothing,
-        )
+    forward = rt.maybe_compile(mixed_forward(st.net, cfg))
+    clock = loop.CheckpointClock(
+        job.runtime.ckpt_every_min, job.ckpt_every_steps, distributed=rt.distributed
     )
-    t_start, last_ckpt = time.perf_counter(), time.monotonic()
-    bar = progress(total=total, initial=step, desc=f"train {cfg.augment.technique}", unit="step")
+    t_start = time.perf_counter()
     # the last step's lr, for a run resumed from a checkpoint on the last batch of an epoch
-    lr = lr_at(cfg.optim, max(0, step - 1), steps_per_epoch, cfg.epochs)
-    while epoch < cfg.epochs:
-        loader.set_epoch(epoch)
-        model.train()
-        for x, y in loader:
-            lr = lr_at(cfg.optim, step, steps_per_epoch, cfg.epochs)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            part = split_batch(x, y, prop, cfg.augment.mode)
-            aug = technique(model, part.x_src, part.y_src, step)
-            with rt.autocast():
-                loss, stats = train_step(part.x_clean, part.y_clean, aug)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if ema is not None:
-                update_ema(ema, model, cfg.optim.ema_decay)
-            acc = stats if acc is None else {k: acc[k] + v for k, v in stats.items()}
-            step += 1
-            bar.update(1)
-            by_steps = job.ckpt_every_steps and step % job.ckpt_every_steps == 0
-            by_time = time.monotonic() - last_ckpt > 60 * job.runtime.ckpt_every_min
-            if rt.distributed:  # the clock differs between ranks: agree (saving is collective)
-                by_time = step % ddp.AGREE_EVERY == 0 and ddp.agree(by_time)
-            if by_steps or by_time:
-                save()
-                last_ckpt = time.monotonic()
-            if stop_after is not None and step >= stop_after:
-                save()
-                bar.close()
-                run.close()
-                raise Interrupted(f"stopped after step {step}")
-        # End of epoch: one host sync for the epoch's training stats (summed over the ranks),
-        # then validation.
-        epoch += 1
-        rec = _epoch_record(acc, lr, technique)
-        acc = None
-        if not math.isfinite(rec["loss"]):
-            raise NumericalError(
-                f"classifier loss became {rec['loss']} in epoch {epoch}; the last good checkpoint "
-                f"is kept in {run.checkpoints.folder}; lower classifier.optim.lr"
-            )
-        run.log(step, "train", {"epoch": epoch, **rec})
-        metric = None
-        if splits.val is not None:
-            eval_model = ema.module if ema is not None else model
-            v = _accuracy(eval_model, splits.val.x, splits.val.y, cfg.eval_batch_size, rt)
-            run.log(step, "val", {"epoch": epoch, "top1": v["top1"], "top5": v["top5"]})
-            metric = v["top1"]
-            best = max(best, metric)
-        bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['clean_acc']:.3f}")
-        save(metric)
-        last_ckpt = time.monotonic()
-    bar.close()
-    eval_model = ema.module if ema is not None else model
-    test = _accuracy(eval_model, splits.test.x, splits.test.y, cfg.eval_batch_size, rt)
-    replica_diff = ddp.replica_difference(net)
+    lr = lr_at(cfg.optim, max(0, st.step - 1), spe, cfg.epochs)
+    desc = f"train {cfg.augment.technique}"
+    with progress(total=spe * cfg.epochs, initial=st.step, desc=desc, unit="step") as bar:
+        while st.epoch < cfg.epochs:
+            st.loader.set_epoch(st.epoch)
+            st.model.train()
+            for x, y in st.loader:
+                # the schedule, then one step: augment, mixed loss, backward, update, EMA
+                lr = set_lr(st.opt, lr_at(cfg.optim, st.step, spe, cfg.epochs))
+                st.add(
+                    classifier_step(
+                        st.net, st.opt, st.technique, x, y, st.step, cfg=cfg, rt=rt, ema=st.ema,
+                        forward=forward,
+                    )
+                )  # fmt: skip
+                st.step += 1
+                bar.update(1)
+                # checkpoint when the clock says so, then the caller's hook
+                if clock.due(st.step):
+                    save()
+                    clock.reset()
+                if on_step is not None:
+                    on_step(st, save)
+            # end of epoch: its record (one host sync), validation, checkpoint
+            st.epoch += 1
+            save(_end_epoch(run, st, rt, cfg, lr, bar))
+            clock.reset()
+    return _finish(job, run, rt, st, time.perf_counter() - t_start)
+
+
+def _end_epoch(
+    run: Run, st: ClassifierState, rt: Runtime, cfg: ClassifierConfig, lr: float, bar: Any
+) -> float | None:
+    """Log the epoch's training record and its validation accuracy (the checkpoint metric)."""
+    rec = _epoch_record(st.epoch_stats, lr, st.technique)
+    st.epoch_stats = None
+    if not math.isfinite(rec["loss"]):
+        raise NumericalError(
+            f"classifier loss became {rec['loss']} in epoch {st.epoch}; the last good checkpoint "
+            f"is kept in {run.checkpoints.folder}; lower classifier.optim.lr"
+        )
+    run.log(st.step, "train", {"epoch": st.epoch, **rec})
+    metric = None
+    if st.splits.val is not None:
+        v = _accuracy(st.eval_model, st.splits.val.x, st.splits.val.y, cfg.eval_batch_size, rt)
+        run.log(st.step, "val", {"epoch": st.epoch, "top1": v["top1"], "top5": v["top5"]})
+        metric = v["top1"]
+        st.best = max(st.best, metric)
+    bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['clean_acc']:.3f}")
+    return metric
+
+
+def _finish(
+    job: ClassifierJob, run: Run, rt: Runtime, st: ClassifierState, seconds: float
+) -> dict[str, Any]:
+    """Test accuracy, the final weights (EMA if any) and result.json."""
+    cfg, splits = job.classifier, st.splits
+    test = _accuracy(st.eval_model, splits.test.x, splits.test.y, cfg.eval_batch_size, rt)
     final = {
-        "model": eval_model.state_dict(),
-        **arch,
+        "model": st.eval_model.state_dict(),
+        **st.arch(),
         "num_classes": splits.num_classes,
         "classes": splits.classes,
-        "ema": ema is not None,
+        "ema": st.ema is not None,
     }
-    if rt.is_main:
-        save_final(run.checkpoints.folder / "final.pt", final)
     result = {
         "technique": cfg.augment.technique,
         "seed": job.seed,
         "epochs": cfg.epochs,
-        "steps": step,
-        "train_seconds": time.perf_counter() - t_start,
+        "steps": st.step,
+        "train_seconds": seconds,
         "test_top1": test["top1"],
         "test_top5": test["top5"],
-        "best_val_top1": best if best >= 0 else None,
+        "best_val_top1": st.best if st.best >= 0 else None,
         "protocol": f"{job.data.name} test split, {len(splits.test)} images, "
-        f"{'EMA' if ema is not None else 'final'} weights, seed {job.seed}",
+        f"{'EMA' if st.ema is not None else 'final'} weights, seed {job.seed}",
         "runtime": rt.describe(),
     }
-    if rt.distributed:
-        result["global_batch"] = cfg.batch_size * rt.world_size
-        result["replica_max_abs_diff"] = replica_diff
-    run.log(step, "test", {"top1": test["top1"], "top5": test["top5"]})
+    loop.world_info(result, rt, cfg.batch_size, st.net)
+    if rt.is_main:
+        save_final(run.checkpoints.folder / "final.pt", final)
+    run.log(st.step, "test", {"top1": test["top1"], "top5": test["top5"]})
     run.finish(result)
     return result
 
@@ -352,38 +368,6 @@ def _epoch_record(acc: dict[str, torch.Tensor] | None, lr: float, technique) -> 
         "lr": lr,
         **technique.metrics(),
     }
-
-
-def _build_technique(job: ClassifierJob, rt: Runtime, gan: Any):
-    """The job's technique with this rank's own random stream (and pool share, if any)."""
-    cfg = job.classifier.augment
-    seed = ddp.rank_seed(job.seed, rt.rank)
-    kwargs: dict[str, Any] = {"seed": seed, "device": rt.device, "gan": gan}
-    if rt.distributed and "world_size" in inspect.signature(build_technique).parameters:
-        return build_technique(cfg, **kwargs, rank=rt.rank, world_size=rt.world_size)
-    technique = build_technique(cfg, **kwargs)
-    if rt.distributed and technique.name == "unrestricted":
-        # Until build_technique passes rank/world_size on: split the latent pool over the ranks.
-        from advaug.augment.unrestricted import UnrestrictedTechnique
-
-        technique = UnrestrictedTechnique(
-            cfg.unrestricted, gan, seed, rt.device, rank=rt.rank, world_size=rt.world_size
-        )
-    return technique
-
-
-def _loader_state(state: dict[str, Any], world_size: int, batches: int) -> dict[str, int]:
-    """The checkpoint's loader position for ``world_size`` ranks.
-
-    Batch b of world size W ends after ``b * W`` per-rank batches of the shared permutation; a
-    different world size resumes at the batch that ends there or just before (at most one global
-    batch is seen twice).
-    """
-    pos = dict(state["loader"])
-    saved = int(state.get("world_size", 1))
-    if saved != world_size:
-        pos["batch"] = min(batches, pos["batch"] * saved // world_size)
-    return pos
 
 
 def _restore_rank_state(

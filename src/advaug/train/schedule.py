@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from advaug.config import OptimConfig
 
 
@@ -27,3 +29,10 @@ def lr_at(cfg: OptimConfig, step: int, steps_per_epoch: int, epochs: int) -> flo
         return cfg.lr * cfg.gamma**drops
     progress = (step - warm) / max(1, total - warm)
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> float:
+    """Give every parameter group of ``opt`` the learning rate ``lr``; returns ``lr``."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    return lr

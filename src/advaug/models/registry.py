@@ -1,8 +1,9 @@
 """Build models by name with keyword overrides (in the spirit of timm's registry).
 
-A :class:`Registry` maps names to one or more factories with default keyword arguments. Each
-model registers beside its own definition: the DenseNets in ``densenet.py``, the ResNets in
-``resnet.py`` and the tiny CNN in ``tiny.py``; importing :mod:`advaug.models` imports them all.
+A :class:`Registry` maps names to one factory (a classifier) or a pair of factories (a GAN's
+generator and critic) with default keyword arguments. Each model registers beside its own
+definition: the DenseNets in ``densenet.py``, the ResNets in ``resnet.py``, the tiny CNN in
+``tiny.py`` and the AC-GAN variants in ``gan.py``; importing :mod:`advaug.models` imports them all.
 This module holds only the machinery and imports no model module.
 
 ``build_model("densenet-bc-100", num_classes=100, dropout=0.2)`` returns a model whose
@@ -27,9 +28,13 @@ F = TypeVar("F", bound=Callable[..., nn.Module])
 
 __all__ = [
     "CLASSIFIERS",
+    "GANS",
     "Registry",
+    "build_gan",
     "build_model",
+    "list_gans",
     "list_models",
+    "register_gan",
     "register_model",
 ]
 
@@ -64,9 +69,9 @@ def _suggest(word: str, choices: list[str]) -> str:
 class Registry:
     """Named variants of a model: factories plus default keyword arguments.
 
-    ``kind`` names the models in messages ("model"). A variant has one factory (it builds one
-    module) or several that are built together; every factory takes ``num_classes``, and each
-    option goes to every factory that names it.
+    ``kind`` names the models in messages ("model", "GAN"). A variant has one factory (it builds
+    one module) or several that are built together (a GAN's generator and critic); every factory
+    takes ``num_classes``, and each option goes to every factory that names it.
 
     Examples::
 
@@ -178,6 +183,9 @@ class Registry:
 CLASSIFIERS = Registry("model")
 """The classifiers: one factory per name, each takes ``num_classes`` and returns logits."""
 
+GANS = Registry("GAN")
+"""The GANs: a (generator, critic) pair of factories per name; see :mod:`advaug.models.gan`."""
+
 
 # ----------------------------------------------------------------------------------------------
 # classifiers
@@ -234,3 +242,57 @@ def build_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
     (model,) = CLASSIFIERS.build(name, num_classes, **overrides)
     model.arch_name = name
     return model
+
+
+# ----------------------------------------------------------------------------------------------
+# GANs
+
+
+def register_gan(name: str, **defaults: Any) -> Callable[..., Any]:
+    """Register a GAN variant: ``register_gan(name, **defaults)(generator, critic)``.
+
+    Both factories take ``num_classes`` and name all their options; ``defaults`` may set any
+    option of either (an option both take, such as ``width``, goes to both). ``models/gan.py``
+    registers the AC-GAN variants this way, beside :class:`~advaug.models.gan.Generator`.
+
+    Examples::
+
+        >>> list_gans()  # registered in gan.py, e.g. register_gan("acgan")(Generator, Critic)
+        ['acgan', 'acgan-seed', 'acgan-song']
+    """
+    return GANS.register(name, **defaults)
+
+
+def list_gans(pattern: str | None = None) -> list[str]:
+    """Sorted names of the registered GAN variants, optionally filtered by a glob ``pattern``.
+
+    Examples::
+
+        >>> list_gans("acgan-*")
+        ['acgan-seed', 'acgan-song']
+    """
+    return GANS.names(pattern)
+
+
+def build_gan(name: str, num_classes: int, **overrides: Any) -> tuple[nn.Module, nn.Module]:
+    """Build the registered GAN ``name`` for ``num_classes`` classes: (generator, critic).
+
+    Each override replaces the variant's default in every model that takes it (``width`` goes
+    to both); an unknown key is a one-line ConfigError that lists the allowed ones. Each model's
+    ``arch_kwargs`` holds its every constructor argument, and its ``arch_name`` names the model
+    (``"acgan-generator"``, ``"acgan-critic"``), as checkpoints store them;
+    ``build_gan(name, **{**g.arch_kwargs, **d.arch_kwargs})`` rebuilds the pair.
+
+    Examples::
+
+        >>> g, d = build_gan("acgan-song", num_classes=10, width=8)
+        >>> g.z_dim, g.concat_onehot, g.bn_stats, d.arch_kwargs["ac_dropout"]
+        (128, True, 'batch', 0.0)
+        >>> g.arch_name, g.arch_kwargs["width"], d.arch_kwargs["width"]
+        ('acgan-generator', 8, 8)
+        >>> g2, d2 = build_gan("acgan", **{**g.arch_kwargs, **d.arch_kwargs})
+        >>> g2.arch_kwargs == g.arch_kwargs and d2.arch_kwargs == d.arch_kwargs
+        True
+    """
+    generator, critic = GANS.build(name, num_classes, **overrides)
+    return generator, critic

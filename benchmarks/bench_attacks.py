@@ -2,8 +2,8 @@
 
 The norm-bounded attacks run against DenseNet-BC-40 (``advaug.models.build_model``; a small CNN
 if the registry is missing). The unrestricted attack runs Adam for ``--unres-steps`` latent steps
-with early stopping on and off, against the same classifier, with the project's AC-GAN
-(``advaug.models.gan``, narrow by default on the CPU; a small stand-in if that module is missing).
+with early stopping on and off, against the same classifier, with the project's AC-GAN built by
+name (``advaug.models.build_gan``, narrow by default on the CPU).
 Weights are random, so success rates say nothing about real models: with untrained nets few
 samples succeed and early stopping saves little. The per-example cost ratio against FGSM is the
 number that matters for DESIGN §6 (the seed's 500 steps cost about 1,300× FGSM training).
@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +39,7 @@ if str(ROOT / "src") not in sys.path:  # run from a checkout without installing
 from advaug.attacks import FGSM, PGD, UnrestrictedAttack  # noqa: E402
 
 DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+GAN = "acgan"  # the project's AC-GAN: running BN statistics, so compaction is exact
 
 
 # ------------------------------------------------------------------------------ models
@@ -63,43 +63,6 @@ class SmallCNN(nn.Module):
         return self.head(self.body(x * 2 - 1).mean(dim=(2, 3)))
 
 
-class StandInG(nn.Module):
-    """Fallback generator: linear → 3 upsampling convs → sigmoid, with class embeddings."""
-
-    def __init__(self, z_dim: int = 128, num_classes: int = 100, width: int = 32) -> None:
-        super().__init__()
-        self.z_dim, self.num_classes, self.width = z_dim, num_classes, width
-        self.embed = nn.Embedding(num_classes, z_dim)
-        self.fc = nn.Linear(z_dim, 4 * 4 * width)
-        self.ups = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(3))
-        self.out = nn.Conv2d(width, 3, 3, padding=1)
-
-    def forward(self, z: Tensor, y: Tensor) -> Tensor:
-        h = self.fc(z * self.embed(y)).view(-1, self.width, 4, 4)
-        for conv in self.ups:
-            h = F.relu(conv(F.interpolate(h, scale_factor=2)))
-        return torch.sigmoid(self.out(h))
-
-
-class StandInD(nn.Module):
-    """Fallback critic: strided convs, then a score head and an AC head."""
-
-    def __init__(self, num_classes: int = 100, width: int = 32) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(3, width, 3, 2, 1),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(width, width, 3, 2, 1),
-            nn.LeakyReLU(0.2),
-        )
-        self.score = nn.Linear(width, 1)
-        self.ac = nn.Linear(width, num_classes)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.body(x * 2 - 1).mean(dim=(2, 3))
-        return self.score(h).squeeze(1), self.ac(h)
-
-
 def build_classifier(name: str, num_classes: int) -> tuple[nn.Module, str]:
     """``build_model(name)`` if the registry exists, else :class:`SmallCNN`; and what was used."""
     try:
@@ -107,18 +70,6 @@ def build_classifier(name: str, num_classes: int) -> tuple[nn.Module, str]:
     except ImportError:
         return SmallCNN(num_classes), "small-cnn (fallback)"
     return build_model(name, num_classes=num_classes), name
-
-
-def build_gan(z_dim: int, width: int, num_classes: int) -> tuple[nn.Module, nn.Module, str]:
-    """The project's AC-GAN (running BN statistics, so compaction is exact), else stand-ins."""
-    try:
-        from advaug.models.gan import Critic, Generator
-    except ImportError:
-        g = StandInG(z_dim, num_classes, width)
-        return g, StandInD(num_classes, width), f"stand-in width {width}"
-    g = Generator(z_dim=z_dim, width=width, num_classes=num_classes, bn_stats="running")
-    d = Critic(width=width, num_classes=num_classes)
-    return g, d, f"advaug.models.gan width {width}"
 
 
 # ------------------------------------------------------------------------------ timing
@@ -243,7 +194,10 @@ def run_benchmark(
     amp = DTYPES[autocast]
     torch.manual_seed(seed)
     model, model_name = build_classifier(classifier, num_classes)
-    g, d, gan_name = build_gan(z_dim, gan_width, num_classes)
+    from advaug.models import build_gan
+
+    g, d = build_gan(GAN, num_classes, z_dim=z_dim, width=gan_width)
+    gan_name = f"{GAN} width {gan_width}"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     for m in (model, g, d):
         m.to(dev, memory_format=fmt)

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 for _p in (ROOT / "src", ROOT / "benchmarks"):  # run from a checkout without installing
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
-from advaug.models.gan import Critic, Generator  # noqa: E402
+from advaug.models import build_gan  # noqa: E402
 from advaug.train.gan_losses import critic_loss, generator_loss  # noqa: E402
 from common import (  # noqa: E402
     DTYPES,
@@ -89,8 +89,8 @@ def bench_gan_iteration(
     device = torch.device(device)
     gen_batch = 2 * batch if gen_batch is None else gen_batch
     torch.manual_seed(seed)
-    G = Generator(z_dim=z_dim, width=width, num_classes=num_classes).to(device)
-    D = Critic(width=width, num_classes=num_classes).to(device)
+    G, D = build_gan("acgan", num_classes, z_dim=z_dim, width=width)
+    G, D = G.to(device), D.to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     G.to(memory_format=fmt)
     D.to(memory_format=fmt)

@@ -789,10 +789,12 @@ def bench_unrestricted(device: torch.device, sizes: Sizes, peak: float | None) -
         return {"status": "skipped", "reason": "benchmarks/bench_attacks.py missing"}
     torch.manual_seed(0)
     f, fname = mod.build_classifier(sizes.unres_model, sizes.num_classes)
-    g, d, gname = mod.build_gan(
-        128 if sizes.unres_width >= 64 else 16, sizes.unres_width, sizes.num_classes
-    )
     from advaug.attacks import UnrestrictedAttack
+    from advaug.models import build_gan
+
+    z_dim = 128 if sizes.unres_width >= 64 else 16
+    g, d = build_gan(mod.GAN, sizes.num_classes, z_dim=z_dim, width=sizes.unres_width)
+    gname = f"{mod.GAN} width {sizes.unres_width}"
 
     source = torch.arange(sizes.unres_n, device=device) % sizes.num_classes
 

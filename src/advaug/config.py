@@ -244,6 +244,14 @@ class GANConfig:
     ckpt_every: int = 200  # checkpoint every N iterations (and every ckpt_every_min minutes)
     standing_batches: int = 20  # batches for standing BN statistics after training
 
+    def arch_kwargs(self) -> dict[str, Any]:
+        """The architecture fields, as overrides of ``build_gan("acgan", k, **cfg.arch_kwargs())``.
+
+        The other fields are training settings; none of them changes the networks.
+        """
+        names = ("z_dim", "width", "concat_onehot", "bn_stats", "ac_dropout", "spectral_norm")
+        return {name: getattr(self, name) for name in names}
+
     def validate(self, key: str) -> None:
         for name in ("z_dim", "width", "iters", "batch_size", "g_batch_mult", "n_critic"):
             _check(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")

@@ -1,23 +1,20 @@
-"""AC-GAN generator and critic: shapes, ranges, conditioning, BN statistics, init, presets."""
+"""AC-GAN generator and critic: shapes, ranges, conditioning, BN statistics, init, and the
+registered variants built by name."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 from torch import nn
 
+from advaug.config import GANConfig
 from advaug.errors import ConfigError
-from advaug.models.gan import (
-    SEED_GAN,
-    SONG_GAN,
-    Critic,
-    Generator,
-    make_gan,
-    recompute_standing_stats,
-    sample,
-)
+from advaug.models import build_gan, list_gans, registry
+from advaug.models.gan import Critic, Generator, recompute_standing_stats, sample
+from advaug.runtime.checkpoint import check_arch
 
 K = 5
 Z = 8
@@ -232,36 +229,182 @@ def test_spectral_norm_wraps_every_layer_and_normalises():
     assert abs(float(torch.linalg.matrix_norm(w, ord=2)) - 1) < 1e-2
 
 
+def _same_shapes(a: nn.Module, b: nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    assert all(sa[k].shape == sb[k].shape for k in sa)
+
+
 def test_arch_kwargs_rebuild_same_state_dict():
+    """A checkpoint rebuilds each model from its arch_kwargs alone (``loading.load_gan``)."""
     for cls, kw in (
-        (Generator, SONG_GAN["generator"]),
+        (Generator, {"z_dim": 16, "width": 8, "concat_onehot": True, "bn_stats": "batch"}),
         (Critic, {"width": 8, "spectral_norm": True}),
     ):
-        kw = {**kw, "width": 8} if cls is Generator else kw
         a = cls(**kw)
         b = cls(**a.arch_kwargs)
-        assert a.arch_name == b.arch_name
-        sa, sb = a.state_dict(), b.state_dict()
-        assert sa.keys() == sb.keys()
-        assert all(sa[k].shape == sb[k].shape for k in sa)
+        assert a.arch_name == b.arch_name and a.arch_kwargs == b.arch_kwargs
+        _same_shapes(a, b)
 
 
-def test_presets():
-    g_kw, d_kw = SEED_GAN["generator"], SEED_GAN["critic"]
-    assert (g_kw["z_dim"], g_kw["width"], g_kw["concat_onehot"], g_kw["bn_stats"]) == (
-        256,
-        256,
-        False,
-        "batch",
-    )
-    assert d_kw["ac_dropout"] == 0.5
-    assert SONG_GAN["generator"]["z_dim"] == 128 and SONG_GAN["generator"]["concat_onehot"]
-    g, d = make_gan(SONG_GAN, width=8, num_classes=K, ac_dropout=0.25)
+# --- the registered variants ---------------------------------------------------------------
+
+
+def test_the_three_variants_are_registered():
+    assert list_gans() == ["acgan", "acgan-seed", "acgan-song"]
+    assert list_gans("*-s*") == ["acgan-seed", "acgan-song"]
+
+
+@pytest.mark.parametrize("name", list_gans())
+def test_every_registered_gan_builds_works_and_rebuilds(name: str):
+    torch.manual_seed(0)
+    g, d = build_gan(name, num_classes=K, width=W)
+    assert isinstance(g, Generator) and isinstance(d, Critic)
+    assert g.num_classes == d.num_classes == K and g.width == d.width == W
+    y = torch.arange(4) % K
+    x = g(torch.randn(4, g.z_dim), y).detach()
+    assert x.shape == (4, 3, 32, 32)
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    score, logits = d(x)
+    assert score.shape == (4,) and logits.shape == (4, K)
+    # what a checkpoint stores: arch_name and arch_kwargs of each model, as plain data
+    for m in (g, d):
+        assert json.loads(json.dumps(m.arch_kwargs)) == m.arch_kwargs
+        assert m.arch_kwargs == type(m)(**m.arch_kwargs).arch_kwargs
+    g2, d2 = build_gan(name, **{**g.arch_kwargs, **d.arch_kwargs})
+    assert (g2.arch_kwargs, d2.arch_kwargs) == (g.arch_kwargs, d.arch_kwargs)
+    _same_shapes(g, g2)
+    _same_shapes(d, d2)
+
+
+def test_default_variant_is_what_the_config_defaults_build():
+    cfg = GANConfig()
+    g, d = build_gan("acgan", num_classes=10)
+    g_cfg, d_cfg = build_gan("acgan", num_classes=10, **cfg.arch_kwargs())
+    assert (g.arch_kwargs, d.arch_kwargs) == (g_cfg.arch_kwargs, d_cfg.arch_kwargs)
+    assert (g.z_dim, g.width, g.concat_onehot, g.bn_stats) == (128, 128, False, "running")
+    assert d.arch_kwargs == {
+        "width": 128,
+        "num_classes": 10,
+        "ac_dropout": 0.0,
+        "spectral_norm": False,
+    }
+    assert g.linear.in_features == 128
+
+
+def test_config_arch_kwargs_are_exactly_the_architecture_fields():
+    cfg = GANConfig(z_dim=64, width=32, bn_stats="batch", ac_dropout=0.25, iters=7)
+    assert cfg.arch_kwargs() == {
+        "z_dim": 64,
+        "width": 32,
+        "concat_onehot": False,
+        "bn_stats": "batch",
+        "ac_dropout": 0.25,
+        "spectral_norm": False,
+    }
+    g, d = build_gan("acgan", num_classes=K, **cfg.arch_kwargs())
+    assert (g.z_dim, g.width, g.bn_stats, d.width) == (64, 32, "batch", 32)
+    assert d.arch_kwargs["ac_dropout"] == 0.25
+
+
+def test_seed_variant():
+    """The seed (SEED-SPEC §3.1-3.3): z 256, width 256, labels only through CBN, batch
+    statistics in eval mode, dropout 0.5 before the AC head."""
+    g, d = build_gan("acgan-seed", num_classes=100)
+    assert (g.z_dim, g.width, d.width) == (256, 256, 256)
+    assert not g.concat_onehot and g.linear.in_features == 256
+    assert g.bn_stats == "batch"
+    assert d.arch_kwargs["ac_dropout"] == 0.5 and d.ac_dropout.p == 0.5
+    assert not d.arch_kwargs["spectral_norm"]
+
+
+def test_seed_variant_parameter_counts():
+    """K = 100, width 256. G: linear 256·4096 + 4096 = 1,052,672; each of 3 up-blocks has two CBN
+    tables 2·(2·100·256), two 3x3 convs 2·(256·256·9 + 256) and a 1x1 shortcut 256·256 + 256,
+    1,348,352 in all; output BN 512; output conv 256·3·9 + 3 = 6,915. D: first block
+    3·256·9 + 256 + 590,080 + 3·256 + 256 = 598,272; down block 2·590,080 + 65,792; two plain
+    blocks 4·590,080; critic head 257; AC head 25,700."""
+    g, d = build_gan("acgan-seed", num_classes=100)
+    n_g, n_d = (sum(p.numel() for p in m.parameters()) for m in (g, d))
+    assert n_g == 1_052_672 + 3 * 1_348_352 + 512 + 6_915 == 5_105_155
+    assert n_d == 598_272 + 1_245_952 + 2_360_320 + 257 + 25_700 == 4_230_501
+
+
+def test_song_variant():
+    """Song et al. (SEED-SPEC §3.8): z 128 concatenated with one-hot(y) plus CBN, width 128,
+    no AC dropout."""
+    g, d = build_gan("acgan-song", num_classes=100)
+    assert (g.z_dim, g.width, d.width) == (128, 128, 128)
+    assert g.concat_onehot and g.linear.in_features == 128 + 100
+    assert g.bn_stats == "batch"
+    assert d.arch_kwargs["ac_dropout"] == 0.0 and not d.arch_kwargs["spectral_norm"]
+
+
+def test_overrides_go_to_every_model_that_takes_them():
+    g, d = build_gan("acgan-song", num_classes=K, width=8, ac_dropout=0.25)
     assert g.z_dim == 128 and g.num_classes == K and d.num_classes == K
     assert g.width == 8 and d.width == 8 and d.arch_kwargs["ac_dropout"] == 0.25
     assert g.linear.in_features == 128 + K
-    with pytest.raises(ConfigError):
-        make_gan(SEED_GAN, depth=3)
+
+
+def test_unknown_override_is_one_line_naming_the_allowed_keys():
+    with pytest.raises(ConfigError, match="'depth'") as info:
+        build_gan("acgan-seed", num_classes=K, depth=3)
+    message = str(info.value)
+    assert "\n" not in message
+    for key in ("z_dim", "width", "concat_onehot", "bn_stats", "ac_dropout", "spectral_norm"):
+        assert key in message
+    with pytest.raises(ConfigError, match="did you mean 'z_dim'"):
+        build_gan("acgan", num_classes=K, zdim=64)
+
+
+def test_unknown_gan_and_bad_values_raise_config_error():
+    with pytest.raises(ConfigError, match="unknown GAN 'acgan-sed'.*'acgan-seed'") as info:
+        build_gan("acgan-sed", num_classes=K)
+    assert "known GANs: acgan, acgan-seed, acgan-song" in str(info.value)
+    with pytest.raises(ConfigError, match="num_classes"):
+        build_gan("acgan", num_classes=0)
+    with pytest.raises(ConfigError, match="bn_stats"):
+        build_gan("acgan", num_classes=K, bn_stats="moving")
+
+
+def test_checkpoints_written_before_the_registry_still_fit():
+    """The arch records a GAN checkpoint already holds (written by the trainer from Generator
+    and Critic built directly) match the models the registry builds, and rebuild them."""
+    g_arch = {
+        "arch_name": "acgan-generator",
+        "arch_kwargs": {
+            "z_dim": 128,
+            "width": 128,
+            "num_classes": 10,
+            "concat_onehot": False,
+            "bn_stats": "running",
+            "out_range": "01",
+        },
+    }
+    d_arch = {
+        "arch_name": "acgan-critic",
+        "arch_kwargs": {"width": 128, "num_classes": 10, "ac_dropout": 0.0, "spectral_norm": False},
+    }
+    g, d = build_gan("acgan", num_classes=10, **GANConfig().arch_kwargs())
+    check_arch(g_arch, g.arch_name, g.arch_kwargs)
+    check_arch(d_arch, d.arch_name, d.arch_kwargs)
+    g2, d2 = build_gan("acgan-seed", **{**g_arch["arch_kwargs"], **d_arch["arch_kwargs"]})
+    g2.load_state_dict(g.state_dict())
+    d2.load_state_dict(d.state_dict())
+
+
+def test_register_gan_checks_its_factories(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(registry.GANS, "_entries", dict(registry.GANS._entries))
+    with pytest.raises(ValueError, match="GAN name 'acgan' is already registered"):
+        registry.register_gan("acgan")(Generator, Critic)
+    with pytest.raises(ValueError, match="depth"):
+        registry.register_gan("acgan-deep", depth=3)(Generator, Critic)
+    with pytest.raises(ValueError, match="num_classes"):
+        registry.register_gan("acgan-bad")(Generator, lambda width=1: nn.Identity())
+    registry.register_gan("acgan-narrow", width=8, z_dim=16)(Generator, Critic)
+    g, d = build_gan("acgan-narrow", num_classes=K)
+    assert (g.width, d.width, g.z_dim) == (8, 8, 16)
 
 
 def test_sample_restores_mode_is_reproducible_and_checks_z():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,7 +51,8 @@ def n_params(model: nn.Module) -> int:
 @pytest.fixture
 def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """Registrations made by a test stay inside that test."""
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    entries = registry.CLASSIFIERS._entries
+    monkeypatch.setattr(registry.CLASSIFIERS, "_entries", dict(entries))
 
 
 # --- registry ----------------------------------------------------------------------------------
@@ -77,9 +80,11 @@ def test_every_small_model_has_the_classifier_interface(name: str) -> None:
     torch.testing.assert_close(logits, model.fc(feats))
 
 
-@pytest.mark.parametrize("name", sorted(REQUIRED - {"wrn-28-10", "preact-resnet18"}))
+@pytest.mark.parametrize("name", list_models())
 def test_arch_kwargs_rebuild_the_same_model_and_survive_json(name: str) -> None:
+    """Every registered classifier builds, and its recorded arch_kwargs rebuild it."""
     model = build_model(name, num_classes=10)
+    assert model.num_classes == 10
     assert model.arch_name == name
     kwargs = json.loads(json.dumps(model.arch_kwargs))
     assert kwargs == model.arch_kwargs and kwargs["num_classes"] == 10
@@ -170,6 +175,15 @@ def test_register_model_decorator(scratch_registry: None) -> None:
 
 def test_registration_does_not_leak_between_tests() -> None:
     assert "test-linear" not in list_models()
+
+
+def test_registry_imports_no_model_module() -> None:
+    """The model modules import the registry to register beside their definitions, so the
+    registry must not import them back (no import cycle)."""
+    tree = ast.parse(Path(registry.__file__).read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not {m for m in imported if m.startswith("advaug.models")}
 
 
 # --- normalisation -----------------------------------------------------------------------------

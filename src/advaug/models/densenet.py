@@ -9,12 +9,14 @@ TF batch-norm momentum/epsilon, Glorot-uniform init and [-1, 1] inputs.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from advaug.errors import ConfigError
 from advaug.models.normalize import NormalizeSpec, make_normalize
+from advaug.models.registry import register_model
 
 INITS = ("kaiming", "glorot")
 
@@ -197,3 +199,26 @@ class DenseNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Logits (N, num_classes) for images (N, 3, H, W) in [0, 1]."""
         return self.fc(self.features(x))
+
+
+# The seed's DenseNet settings (SEED-SPEC section 2): TF1 batch-norm defaults without gamma, the
+# extra transition ReLU, dropout 0.5, Glorot-uniform init and inputs mapped to [-1, 1].
+DENSENET_SEED_SETTINGS: dict[str, Any] = {
+    "bn_scale": False,
+    "transition_relu": True,
+    "dropout": 0.5,
+    "bn_momentum": 0.01,
+    "bn_eps": 1e-3,
+    "init": "glorot",
+    "normalize": "seed",
+}
+
+register_model("densenet-bc-22", depth=22, growth_rate=12)(DenseNet)
+register_model("densenet-bc-40", depth=40, growth_rate=12)(DenseNet)
+register_model("densenet-bc-100", depth=100, growth_rate=12)(DenseNet)
+register_model("densenet-bc-190", depth=190, growth_rate=40)(DenseNet)
+register_model("densenet-bc-250", depth=250, growth_rate=24)(DenseNet)
+register_model("densenet-bc-40-seed", depth=40, growth_rate=12, **DENSENET_SEED_SETTINGS)(DenseNet)
+register_model("densenet-bc-100-seed", depth=100, growth_rate=12, **DENSENET_SEED_SETTINGS)(
+    DenseNet
+)

@@ -18,13 +18,23 @@ Batch-norm statistics of the generator (``bn_stats``):
 Running statistics only match the weights they were collected with. After training, and always
 after swapping in EMA weights (which never ran forward in train mode), refresh them with
 :func:`recompute_standing_stats`, which re-estimates them as a cumulative average over many random
-(z, y) batches (BigGAN's "standing statistics"). The presets that reproduce the seed and Song et
-al. (``SEED_GAN``, ``SONG_GAN``) use ``"batch"``.
+(z, y) batches (BigGAN's "standing statistics"). The variants that reproduce the seed and Song
+et al. (``"acgan-seed"``, ``"acgan-song"``) use ``"batch"``.
 
 Initialisation follows tflib (SEED-SPEC §3.4): weights uniform in [-√3·σ, √3·σ] with
 σ = √(4 / (fan_in + fan_out)) for residual-path convolutions (and the critic's first-block convs)
 and σ = √(2 / (fan_in + fan_out)) for shortcuts, G's output conv and linear layers; fan counts
 include the kernel area; all biases 0.
+
+Build a (generator, critic) pair by name with :func:`advaug.models.build_gan`. The variants,
+registered at the bottom of this module:
+
+- ``"acgan"``: the project default (what ``GANConfig()`` builds): z 128, width 128, labels
+  through CBN only, running BN statistics, no AC dropout, no spectral norm;
+- ``"acgan-seed"``: the seed (S, SEED-SPEC §3.1-3.3): z 256, width 256, labels through CBN
+  only, batch statistics, dropout 0.5 before the AC head;
+- ``"acgan-song"``: Song et al. (O, SEED-SPEC §3.8): z 128 concatenated with one-hot(y) plus
+  CBN, width 128, batch statistics, no AC dropout.
 """
 
 from __future__ import annotations
@@ -37,61 +47,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advaug.errors import ConfigError
+from advaug.models.registry import register_gan
 
 BnStats = Literal["running", "batch"]
 
 __all__ = [
-    "SEED_GAN",
-    "SONG_GAN",
     "ConditionalBatchNorm2d",
     "Critic",
     "Generator",
-    "make_gan",
     "recompute_standing_stats",
     "sample",
 ]
-
-# Presets: constructor keyword arguments for the two models.
-SEED_GAN: dict[str, dict[str, Any]] = {
-    "generator": {
-        "z_dim": 256,
-        "width": 256,
-        "num_classes": 100,
-        "concat_onehot": False,
-        "bn_stats": "batch",
-    },
-    "critic": {"width": 256, "num_classes": 100, "ac_dropout": 0.5, "spectral_norm": False},
-}
-"""The seed (S): z 256, width 256, labels only through CBN, dropout 0.5 before the AC head."""
-
-SONG_GAN: dict[str, dict[str, Any]] = {
-    "generator": {
-        "z_dim": 128,
-        "width": 128,
-        "num_classes": 100,
-        "concat_onehot": True,
-        "bn_stats": "batch",
-    },
-    "critic": {"width": 128, "num_classes": 100, "ac_dropout": 0.0, "spectral_norm": False},
-}
-"""Song et al. (O): z 128 concatenated with one-hot(y) plus CBN, width 128, no AC dropout."""
-
-
-def make_gan(preset: dict[str, dict[str, Any]], **overrides: Any) -> tuple[Generator, Critic]:
-    """Build (G, D) from a preset; each override goes to every model that takes it
-    (``width`` and ``num_classes`` to both)."""
-    g_kwargs, d_kwargs = dict(preset["generator"]), dict(preset["critic"])
-    for key, value in overrides.items():
-        if key not in g_kwargs and key not in d_kwargs:
-            raise ConfigError(
-                f"make_gan: unknown override {key!r}; use one of "
-                f"{sorted(set(g_kwargs) | set(d_kwargs))}"
-            )
-        if key in g_kwargs:
-            g_kwargs[key] = value
-        if key in d_kwargs:
-            d_kwargs[key] = value
-    return Generator(**g_kwargs), Critic(**d_kwargs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -184,6 +150,12 @@ class Generator(nn.Module):
 
     Linear(z_dim [+ K] → 4·4·width) → 3 ResBlock-up (4→8→16→32) → BN → ReLU → conv3 → tanh,
     mapped to [0, 1]. ``bn_stats`` chooses the eval-mode normalisation (see the module docstring).
+
+    Examples::
+
+        >>> g = Generator(z_dim=16, width=8, num_classes=10)
+        >>> g(torch.randn(2, 16), torch.tensor([3, 7])).shape
+        torch.Size([2, 3, 32, 32])
     """
 
     arch_name = "acgan-generator"
@@ -284,6 +256,14 @@ def recompute_standing_stats(
     the per-batch mean and unbiased variance (BigGAN's standing statistics). z ~ N(0, I) and
     y ~ Uniform{0..K-1} are drawn from ``generator_rng`` (on its device) when given. The model's
     train/eval mode and the BN momentum are restored afterwards.
+
+    Examples::
+
+        >>> from advaug.models import build_gan
+        >>> g, _ = build_gan("acgan", num_classes=10, width=8)
+        >>> recompute_standing_stats(g, num_batches=3, batch_size=4)
+        >>> int(g.bn_out.num_batches_tracked)
+        3
     """
     if num_batches < 1 or batch_size < 2:
         raise ConfigError(
@@ -325,6 +305,14 @@ def sample(
     z defaults to N(0, I) drawn from ``rng`` (on the rng's device, then moved). Returns images in
     [0, 1] on the generator's device. With ``bn_stats="batch"`` the result depends on
     ``batch_size`` (batch statistics); with ``"running"`` it does not. G's mode is restored.
+
+    Examples::
+
+        >>> from advaug.models import build_gan
+        >>> g, _ = build_gan("acgan", num_classes=10, width=8)
+        >>> x = sample(g, torch.arange(10), rng=torch.Generator().manual_seed(0))
+        >>> x.shape, bool(x.min() >= 0 and x.max() <= 1)
+        (torch.Size([10, 3, 32, 32]), True)
     """
     device = _device_of(generator)
     labels = labels.to(device=device, dtype=torch.long)
@@ -400,6 +388,13 @@ class Critic(nn.Module):
     No normalisation layers, the label never enters D (it is only the AC head's target).
     ``spectral_norm`` wraps every conv and linear layer with
     ``torch.nn.utils.parametrizations.spectral_norm``.
+
+    Examples::
+
+        >>> d = Critic(width=8, num_classes=10)
+        >>> score, logits = d(torch.rand(2, 3, 32, 32))
+        >>> score.shape, logits.shape
+        (torch.Size([2]), torch.Size([2, 10]))
     """
 
     arch_name = "acgan-critic"
@@ -449,3 +444,28 @@ class Critic(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.features(x)
         return self.critic_head(h).squeeze(1), self.ac_head(self.ac_dropout(h))
+
+
+# ----------------------------------------------------------------------------------------------
+# registered variants (see the module docstring); every setting of the seed's and Song et al.'s
+# architecture is spelled out, so a change of a constructor default cannot change them
+
+register_gan("acgan")(Generator, Critic)
+register_gan(
+    "acgan-seed",
+    z_dim=256,
+    width=256,
+    concat_onehot=False,
+    bn_stats="batch",
+    ac_dropout=0.5,
+    spectral_norm=False,
+)(Generator, Critic)
+register_gan(
+    "acgan-song",
+    z_dim=128,
+    width=128,
+    concat_onehot=True,
+    bn_stats="batch",
+    ac_dropout=0.0,
+    spectral_norm=False,
+)(Generator, Critic)

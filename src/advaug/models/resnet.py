@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from advaug.errors import ConfigError
 from advaug.models.normalize import NormalizeSpec, make_normalize
+from advaug.models.registry import register_model
 
 
 class PreActBlock(nn.Module):
@@ -97,6 +98,8 @@ class _PreActNet(nn.Module):
         return self.fc(self.features(x))
 
 
+@register_model("wrn-28-10", depth=28, widen_factor=10)
+@register_model("wrn-16-4", depth=16, widen_factor=4)
 class WideResNet(_PreActNet):
     """WRN-depth-widen_factor (Zagoruyko & Komodakis 2016), CIFAR layout.
 
@@ -127,6 +130,7 @@ class WideResNet(_PreActNet):
         self.widen_factor = widen_factor
 
 
+@register_model("preact-resnet18")
 class PreActResNet18(_PreActNet):
     """Pre-activation ResNet-18 with a CIFAR stem (3x3 conv, no max-pool) and a final BN-ReLU."""
 

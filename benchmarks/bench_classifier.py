@@ -40,10 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 for _p in (ROOT / "src", ROOT / "benchmarks"):  # run from a checkout without installing
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
+from advaug.augment import Technique  # noqa: E402
 from advaug.augment.base import forward_mixed  # noqa: E402
-from advaug.config import OptimConfig  # noqa: E402
+from advaug.config import ClassifierConfig  # noqa: E402
 from advaug.models import build_model  # noqa: E402
 from advaug.runtime import Runtime  # noqa: E402
+from advaug.train.classifier import make_optimizer  # noqa: E402
+from advaug.train.steps import classifier_step, mixed_forward  # noqa: E402
 from common import (  # noqa: E402
     RESULTS,
     SHARED_CPU_NOTE,
@@ -73,17 +76,6 @@ def _as_model(model: str | nn.Module, num_classes: int) -> tuple[nn.Module, str]
     if isinstance(model, nn.Module):
         return model, getattr(model, "arch_name", type(model).__name__)
     return build_model(model, num_classes=num_classes), model
-
-
-def _sgd(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """The classifier's optimiser (SGD, Nesterov momentum, weight decay) at the default config."""
-    return torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov and cfg.momentum > 0,
-        weight_decay=cfg.weight_decay,
-    )
 
 
 def count_train_flops(
@@ -139,19 +131,17 @@ def bench_train_step(
     rt = Runtime(device, amp_dtype, channels_last, compile)
     net, name = _as_model(model_name, num_classes)
     net = rt.prepare(net).train()
-    opt = _sgd(net, OptimConfig())
+    cfg = ClassifierConfig()  # technique none: a plain training step
+    opt = make_optimizer(net, cfg, rt)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(batch, 3, 32, 32, generator=gen).to(device).contiguous(memory_format=fmt)
     y = torch.randint(0, num_classes, (batch,), generator=gen).to(device)
-    fwd = rt.maybe_compile(lambda xc, yc: forward_mixed(net, xc, yc, None, weight=1.0, bn="joint"))
+    fwd = rt.maybe_compile(mixed_forward(net, cfg))
+    none = Technique()
 
     def step() -> None:
-        with rt.autocast():
-            loss, _ = fwd(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        classifier_step(net, opt, none, x, y, 0, cfg=cfg, rt=rt, forward=fwd)
 
     t0 = time.perf_counter()
     for _ in range(warmup):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 for _p in (ROOT / "src", ROOT / "benchmarks"):  # run from a checkout without installing
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
+from advaug.config import GANConfig  # noqa: E402
 from advaug.models import build_gan  # noqa: E402
-from advaug.train.gan_losses import critic_loss, generator_loss  # noqa: E402
+from advaug.runtime import Runtime  # noqa: E402
+from advaug.train.steps import critic_step, generator_step  # noqa: E402
 from common import (  # noqa: E402
     DTYPES,
     RESULTS,
@@ -88,42 +89,29 @@ def bench_gan_iteration(
     """
     device = torch.device(device)
     gen_batch = 2 * batch if gen_batch is None else gen_batch
+    if gen_batch % batch:
+        raise ValueError(f"gen_batch={gen_batch} must be a multiple of batch={batch}")
     torch.manual_seed(seed)
-    G, D = build_gan("acgan", num_classes, z_dim=z_dim, width=width)
-    G, D = G.to(device), D.to(device)
+    cfg = GANConfig(
+        z_dim=z_dim, width=width, batch_size=batch, g_batch_mult=gen_batch // batch,
+        n_critic=n_critic,
+    )  # fmt: skip
+    rt = Runtime(device, autocast_dtype, channels_last, compile=False)
+    G, D = build_gan("acgan", num_classes, **cfg.arch_kwargs())
+    G, D = rt.prepare(G), rt.prepare(D)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    G.to(memory_format=fmt)
-    D.to(memory_format=fmt)
-    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.0, 0.9))
-    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.0, 0.9))
     real = torch.rand(n_critic * batch, 3, 32, 32, device=device).to(memory_format=fmt)
     real_y = torch.randint(num_classes, (n_critic * batch,), device=device)
-
-    def autocast():
-        if autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=device.type, dtype=autocast_dtype)
+    rng = torch.Generator(device=device).manual_seed(seed)
 
     def iteration() -> None:
-        D.requires_grad_(True)
+        """One training iteration, through the trainer's own step functions."""
         for i in range(n_critic):
             x, y = real[i * batch : (i + 1) * batch], real_y[i * batch : (i + 1) * batch]
-            z = torch.randn(batch, z_dim, device=device)
-            with torch.no_grad(), autocast():
-                fake = G(z, y)
-            with autocast():
-                loss_d, _ = critic_loss(D, x, y, fake.float())
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-        D.requires_grad_(False)  # the G step needs no critic weight gradients
-        z = torch.randn(gen_batch, z_dim, device=device)
-        y = torch.randint(num_classes, (gen_batch,), device=device)
-        with autocast():
-            loss_g, _ = generator_loss(D, G(z, y), y)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+            critic_step(G, D, opt_d, x, y, cfg=cfg, rt=rt, rng=rng)
+        generator_step(G, D, opt_g, num_classes, cfg=cfg, rt=rt, rng=rng)
 
     for _ in range(warmup):
         iteration()

@@ -27,6 +27,7 @@ from advaug.errors import ConfigError
 from advaug.imaging import save_grid
 from advaug.loading import load_classifier, load_gan
 from advaug.log import get_logger
+from advaug.models import build_gan
 from advaug.runtime import make_runtime
 from advaug.runtime.checkpoint import atomic_write_text
 from advaug.train.classifier import (
@@ -35,7 +36,7 @@ from advaug.train.classifier import (
     make_optimizer,
     train_classifier,
 )
-from advaug.train.gan import GANJob, build_gan, train_gan
+from advaug.train.gan import GANJob, train_gan
 from advaug.train.loop import check_batch_size
 from advaug.train.steps import classifier_step, critic_step, generator_step
 
@@ -245,7 +246,7 @@ def _estimate(plan: Plan) -> None:
 def _gan_iteration_time(cfg: StudyConfig, rt: Any, k: int, shape: tuple[int, ...]) -> float:
     """Seconds of one AC-GAN iteration (n_critic critic steps and a generator step) here."""
     g_cfg = cfg.gan
-    g, d = build_gan(g_cfg, k)
+    g, d = build_gan("acgan", k, **g_cfg.arch_kwargs())
     g, d = rt.prepare(g), rt.prepare(d)
     opt_g, opt_d = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
     rng = torch.Generator(device=rt.device).manual_seed(cfg.seed)

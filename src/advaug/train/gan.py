@@ -36,6 +36,7 @@ from advaug.errors import NumericalError
 from advaug.evaluate.gan_quality import diversity
 from advaug.imaging import save_grid
 from advaug.log import get_logger, progress
+from advaug.models import build_gan
 from advaug.models.gan import Critic, Generator, recompute_standing_stats, sample
 from advaug.runtime import (
     Runtime,
@@ -75,23 +76,6 @@ class GANJob:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     gan: GANConfig = field(default_factory=GANConfig)
     seed: int = 0
-
-
-def build_gan(cfg: GANConfig, num_classes: int) -> tuple[Generator, Critic]:
-    g = Generator(
-        z_dim=cfg.z_dim,
-        width=cfg.width,
-        num_classes=num_classes,
-        concat_onehot=cfg.concat_onehot,
-        bn_stats=cfg.bn_stats,
-    )
-    d = Critic(
-        width=cfg.width,
-        num_classes=num_classes,
-        ac_dropout=cfg.ac_dropout,
-        spectral_norm=cfg.spectral_norm,
-    )
-    return g, d
 
 
 @dataclass
@@ -224,7 +208,7 @@ def _build(job: GANJob, rt: Runtime, splits: Splits) -> GANState:
     """G, D, their optimisers, the EMA of G, the loader and the noise stream, seeded."""
     cfg = job.gan
     seed_everything(job.seed)
-    g, d = build_gan(cfg, splits.num_classes)
+    g, d = build_gan("acgan", splits.num_classes, **cfg.arch_kwargs())
     g, d = rt.prepare(g), rt.prepare(d)
     g_net, d_net = ddp.wrap(g, rt), ddp.wrap(d, rt)
     if rt.distributed and rt.rank > 0:

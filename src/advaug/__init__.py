@@ -1,3 +1,5 @@
 """advaug: data augmentation with generative models under adversarial training."""
 
-__version__ = "0.1.0"
+from advaug._version import __version__
+
+__all__ = ["__version__"]

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from advaug import __version__
+from advaug._version import __version__
 from advaug.errors import AdvaugError, ConfigError
 
 EPILOG = """overrides are key=value pairs over the preset, e.g. classifier.epochs=3

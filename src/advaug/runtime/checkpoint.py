@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from advaug._version import __version__
 from advaug.errors import CheckpointError, NumericalError
 from advaug.log import get_logger
 
@@ -135,10 +136,8 @@ def remove_stale_temps(folder: Path) -> list[Path]:
 
 
 def versions() -> dict[str, str]:
-    import advaug
-
     return {
-        "advaug": advaug.__version__,
+        "advaug": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
     }

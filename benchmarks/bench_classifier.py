@@ -1,9 +1,10 @@
 """Classifier training throughput: images/s of one training step, per model, batch and variant.
 
-One step is the project's ``none`` step: ``forward_mixed`` (forward + cross-entropy) under the
-runtime's autocast, backward, then SGD with Nesterov momentum and weight decay. The model and
-inputs are laid out by :class:`advaug.runtime.Runtime`, which also does the compiling,
-exactly as ``train_classifier`` does. Variants:
+One step is the trainer's own :func:`advaug.train.steps.classifier_step` with technique ``none``
+(forward + cross-entropy under the runtime's autocast, backward, then SGD with Nesterov momentum
+and weight decay from ``make_optimizer``). The model and inputs are laid out by
+:class:`advaug.runtime.Runtime`, which also does the compiling, exactly as ``train_classifier``
+does. Variants:
 
 - ``eager``: fp32, contiguous (NCHW);
 - ``channels_last``: fp32, channels_last model and inputs;

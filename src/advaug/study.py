@@ -42,6 +42,16 @@ from advaug.train.steps import classifier_step, critic_step, generator_step
 
 log = get_logger(__name__)
 
+#: Seed offsets from the study's seed: the reference classifier (independent of every compared
+#: model), the baseline's transfer UAEs, and the GAN sample grid.
+REFERENCE_SEED, TRANSFER_SEED, GRID_SEED = 1000, 17, 5
+#: Classes shown in the real and GAN grids (the first ones), and images per class.
+GRID_CLASSES, GRID_PER_CLASS = 10, 10
+#: UAE pairs drawn for each model's grid.
+UAE_GRID_PAIRS = 64
+#: The most GAN samples drawn for the GAN quality block.
+MAX_QUALITY_SAMPLES = 10_000
+
 
 @dataclass
 class Stage:
@@ -149,7 +159,7 @@ def _reference_job(cfg: StudyConfig) -> ClassifierJob:
         data=cfg.data,
         runtime=cfg.runtime,
         classifier=from_dict(ClassifierConfig, c),
-        seed=cfg.seed + 1000,  # independent of every compared model
+        seed=cfg.seed + REFERENCE_SEED,
     )
 
 
@@ -405,7 +415,7 @@ def _gan_quality(cfg, out: Path, pair, reference, splits: Splits) -> dict[str, A
     device = next(pair.generator.parameters()).device
     test = splits.test
     real = test.x.float().div(255)
-    n_fake = min(max(len(test), 2 * splits.num_classes), 10000)
+    n_fake = min(max(len(test), 2 * splits.num_classes), MAX_QUALITY_SAMPLES)
     q = generator_quality(
         pair.generator,
         real,
@@ -459,17 +469,17 @@ def _ref_hash(out: Path) -> str:
 
 
 def _grids(out: Path, splits: Splits, pair) -> None:
-    k = min(splits.num_classes, 10)
-    idx = torch.cat([(splits.train.y == c).nonzero()[:10, 0] for c in range(k)])
-    save_grid(splits.train.x[idx].float() / 255, out / "grids" / "real.png", nrow=10)
+    k, per = min(splits.num_classes, GRID_CLASSES), GRID_PER_CLASS
+    idx = torch.cat([(splits.train.y == c).nonzero()[:per, 0] for c in range(k)])
+    save_grid(splits.train.x[idx].float() / 255, out / "grids" / "real.png", nrow=per)
     if pair is not None:
         from advaug.models.gan import sample
 
-        g = torch.Generator().manual_seed(5)
-        y = torch.arange(k).repeat_interleave(10)
+        g = torch.Generator().manual_seed(GRID_SEED)
+        y = torch.arange(k).repeat_interleave(per)
         z = torch.randn(len(y), pair.generator.z_dim, generator=g)
         dev = next(pair.generator.parameters()).device
-        save_grid(sample(pair.generator, y.to(dev), z=z.to(dev)), out / "grids" / "gan.png", 10)
+        save_grid(sample(pair.generator, y.to(dev), z=z.to(dev)), out / "grids" / "gan.png", per)
 
 
 def _evaluate_all(cfg: StudyConfig, out: Path, splits: Splits, pair, reference) -> None:
@@ -494,7 +504,7 @@ def _evaluate_all(cfg: StudyConfig, out: Path, splits: Splits, pair, reference) 
                 base,
                 cfg.evaluate.uae_samples,
                 steps=cfg.evaluate.uae_steps,
-                seed=cfg.seed + 17,
+                seed=cfg.seed + TRANSFER_SEED,
             )
             transfer.meta["key"] = key
             transfer.save(path)
@@ -545,7 +555,12 @@ def _evaluate_all(cfg: StudyConfig, out: Path, splits: Splits, pair, reference) 
         )
         if pair is not None and cfg.evaluate.uae_samples:
             uae = run_uae(
-                pair.generator, pair.critic, model, 64, steps=cfg.evaluate.uae_steps, seed=seed
+                pair.generator,
+                pair.critic,
+                model,
+                UAE_GRID_PAIRS,
+                steps=cfg.evaluate.uae_steps,
+                seed=seed,
             )
             pair_grid(pair.generator, uae, out / "grids" / f"uae-{name}.png")
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,11 @@ GRID_STREAM, INTERPOLATION_STREAM = 7, 11
 STANDING_SEED, COLLAPSE_SEED = 3, 13
 #: Batches for the cheap standing statistics of an intermediate grid.
 GRID_STANDING_BATCHES = 4
+#: Fixed-noise grids: one row per class (at most GRID_ROWS), GRID_COLUMNS samples each; the
+#: interpolation grid: INTERPOLATION_ROWS latents across at most GRID_COLUMNS classes.
+GRID_ROWS, GRID_COLUMNS, INTERPOLATION_ROWS = 20, 10, 8
+#: Loss records per run (about), and the most iterations between two records.
+LOG_RECORDS, LOG_EVERY_MAX = 20, 50
 
 
 @dataclass
@@ -251,7 +256,7 @@ def _train(
         log.info("resumed GAN %s at iteration %d", run.folder, st.it)
     monitor = _Monitor(run, st, rt, job, collapse)
     losses = _LossMeans()
-    log_every = max(1, min(50, cfg.iters // 20))
+    log_every = max(1, min(LOG_EVERY_MAX, cfg.iters // LOG_RECORDS))
     clock = loop.CheckpointClock(job.runtime.ckpt_every_min, cfg.ckpt_every,
                                  distributed=rt.distributed)  # fmt: skip
     batches = _batches(st.loader)
@@ -364,10 +369,10 @@ class _Monitor:
 
 
 def _fixed_noise(g: Generator, num_classes: int, seed: int, device) -> tuple[torch.Tensor, ...]:
-    rows = min(num_classes, 20)
+    rows = min(num_classes, GRID_ROWS)
     gen = torch.Generator().manual_seed(seed + GRID_STREAM)
-    z = torch.randn(10, g.z_dim, generator=gen).repeat(rows, 1)
-    y = torch.arange(rows).repeat_interleave(10)
+    z = torch.randn(GRID_COLUMNS, g.z_dim, generator=gen).repeat(rows, 1)
+    y = torch.arange(rows).repeat_interleave(GRID_COLUMNS)
     return z.to(device), y.to(device)
 
 
@@ -432,14 +437,15 @@ def _grid(g, z, y, folder: Path, it: int, cfg: GANConfig, name=None, standing=Tr
         recompute_standing_stats(g, GRID_STANDING_BATCHES, max(2, cfg.batch_size), standing)
     imgs = sample(g, y, z=z)
     g.train(was)
-    save_grid(imgs, folder / "samples" / (name or f"grid-{it:07d}.png"), nrow=10)
+    save_grid(imgs, folder / "samples" / (name or f"grid-{it:07d}.png"), nrow=GRID_COLUMNS)
 
 
 def _interpolation_grid(g: Generator, k: int, path: Path, seed: int) -> None:
     """Same z across classes (rows: z; columns: classes, up to 10)."""
     gen = torch.Generator().manual_seed(seed + INTERPOLATION_STREAM)
-    cols = min(k, 10)
+    cols = min(k, GRID_COLUMNS)
     device = next(g.parameters()).device
-    z = torch.randn(8, g.z_dim, generator=gen).repeat_interleave(cols, 0).to(device)
-    y = torch.arange(cols).repeat(8).to(device)
+    z = torch.randn(INTERPOLATION_ROWS, g.z_dim, generator=gen)
+    z = z.repeat_interleave(cols, 0).to(device)
+    y = torch.arange(cols).repeat(INTERPOLATION_ROWS).to(device)
     save_grid(sample(g, y, z=z), path, nrow=cols)

@@ -23,9 +23,10 @@ when targeted, and argmax C(x̂) = s); all results are returned with a success m
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, get_args
 
 import torch
 import torch.nn.functional as F
@@ -34,72 +35,32 @@ from torch import Tensor, nn
 from advaug.attacks.base import (
     AttackInputError,
     check_finite,
-    check_nonneg,
-    check_steps,
     frozen,
     unwrap,
 )
 from advaug.attacks.unrestricted_result import UnrestrictedResult
+from advaug.config import (
+    UNRESTRICTED_PRESETS,
+    LatentOptimizer,
+    UnrestrictedConfig,
+    ZProximity,
+    unrestricted_preset,
+)
+from advaug.errors import ConfigError
 from advaug.log import get_logger, progress
 
 log = get_logger(__name__)
 
-OPTIMIZERS = ("adam", "sgd-noise")
-PROXIMITIES = ("hinge", "l2ball")
+OPTIMIZERS = get_args(LatentOptimizer)
+PROXIMITIES = get_args(ZProximity)
 
-#: The seed's settings (S, SEED-SPEC §4.4/§5.1): plain SGD with annealed gradient noise, λ = 0.1,
-#: lr 0.1, 500 steps, pixel noise ε = 0.1 in [-1, 1] units (0.05 here), no early stop. The seed's
-#: loss was a mean over a batch of 32, so each code got 1/32 of its own gradient: ``grad_div``.
-SEED_PRESET: dict[str, Any] = {
-    "targeted": False,
-    "optimizer": "sgd-noise",
-    "steps": 500,
-    "lr": 0.1,
-    "lambda1": 0.1,
-    "lambda2": 0.1,
-    "z_eps": 0.1,
-    "z_proximity": "hinge",
-    "noise_eps": 0.05,
-    "eta0": 0.01,
-    "gamma": 0.55,
-    "grad_div": 32.0,
-    "early_stop": False,
-}
-
-#: Song et al.'s code defaults (O, SEED-SPEC §5.2): λ1 = λ2 = 100, lr 1, 1000 steps, batch 64,
-#: no pixel noise. Set ``targeted=True`` for O's targeted attack.
-SONG_PRESET: dict[str, Any] = {
-    "targeted": False,
-    "optimizer": "sgd-noise",
-    "steps": 1000,
-    "lr": 1.0,
-    "lambda1": 100.0,
-    "lambda2": 100.0,
-    "z_eps": 0.1,
-    "z_proximity": "hinge",
-    "noise_eps": 0.0,
-    "eta0": 0.01,
-    "gamma": 0.55,
-    "grad_div": 64.0,
-    "early_stop": False,
-}
-
-#: The default for augmentation: Adam, at most 50 steps, per-sample early stopping. lr and λ were
-#: chosen on a toy problem (λ1 = 10 or lr = 0.01 stalled there); tune them on the real AC-GAN.
-FAST_PRESET: dict[str, Any] = {
-    "targeted": False,
-    "optimizer": "adam",
-    "steps": 50,
-    "lr": 0.05,
-    "lambda1": 1.0,
-    "lambda2": 1.0,
-    "z_eps": 0.1,
-    "z_proximity": "hinge",
-    "noise_eps": 0.0,
-    "early_stop": True,
-}
-
-PRESETS: dict[str, dict[str, Any]] = {"seed": SEED_PRESET, "song": SONG_PRESET, "fast": FAST_PRESET}
+#: The presets as settings: the seed's (SEED-SPEC §4.4/§5.1), Song et al.'s code defaults
+#: (SEED-SPEC §5.2) and the fast one for augmentation; their numbers and reasons are in
+#: :data:`advaug.config.UNRESTRICTED_PRESETS`.
+PRESETS: dict[str, UnrestrictedConfig] = UNRESTRICTED_PRESETS
+SEED = PRESETS["seed"]
+SONG = PRESETS["song"]
+FAST = PRESETS["fast"]
 
 
 # --------------------------------------------------------------------------- objective terms
@@ -135,25 +96,27 @@ def ac_loss(ac_logits: Tensor, source: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- attack
 
 
-_SETTINGS = (
-    "targeted",
-    "steps",
-    "lr",
-    "optimizer",
-    "lambda1",
-    "lambda2",
-    "z_eps",
-    "z_proximity",
-    "noise_eps",
-    "noise_lr",
-    "eta0",
-    "gamma",
-    "grad_div",
-    "betas",
-    "early_stop",
-    "compact",
-    "batch_size",
-)
+def _checked(cfg: UnrestrictedConfig, **changes: Any) -> UnrestrictedConfig:
+    """``cfg`` with ``changes``, validated; a bad value is an :class:`AttackInputError`."""
+    try:
+        cfg = cfg.replace(**changes)
+        cfg.validate()
+    except ConfigError as exc:
+        raise AttackInputError(str(exc)) from exc
+    return cfg
+
+
+class _Setting:
+    """``atk.<name>``: reads ``atk.cfg.<name>``; assigning replaces the config (validated)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, atk: Any, owner: type | None = None) -> Any:
+        return self if atk is None else getattr(atk.cfg, self.name)
+
+    def __set__(self, atk: Any, value: Any) -> None:
+        atk.cfg = _checked(atk.cfg, **{self.name: value})
 
 
 class _NullBar:
@@ -191,6 +154,10 @@ def _labels(value: Any, name: str, n: int | None, k: int, device: torch.device) 
 class UnrestrictedAttack:
     """Latent-space attack: ``result = UnrestrictedAttack(G, D, f)(source, target=None, z=None)``.
 
+    Settings come as one :class:`~advaug.config.UnrestrictedConfig` (:meth:`from_config`); the
+    keyword form ``UnrestrictedAttack(G, D, f, steps=20)`` replaces fields of ``cfg`` (default:
+    the ``fast`` preset).
+
     ``G(z, y)`` returns [0, 1] images and has ``z_dim`` and ``num_classes``; ``D(x)`` returns
     ``(score, ac_logits)``; ``f(x)`` returns logits. All three run in eval mode with frozen
     parameters during a call. Optimisers:
@@ -207,31 +174,35 @@ class UnrestrictedAttack:
     seed's batch-statistics BN), where finished samples stay in the batch, frozen.
     """
 
+    # every setting reads as an attribute (atk.steps is atk.cfg.steps); assigning one re-validates
+    targeted = _Setting()
+    steps = _Setting()
+    lr = _Setting()
+    optimizer = _Setting()
+    lambda1 = _Setting()
+    lambda2 = _Setting()
+    z_eps = _Setting()
+    z_proximity = _Setting()
+    noise_eps = _Setting()
+    noise_lr = _Setting()
+    eta0 = _Setting()
+    gamma = _Setting()
+    grad_div = _Setting()
+    betas = _Setting()
+    early_stop = _Setting()
+    compact = _Setting()
+    batch_size = _Setting()
+
     def __init__(
         self,
         generator: nn.Module,
         critic: nn.Module,
         classifier: nn.Module,
+        cfg: UnrestrictedConfig | None = None,
         *,
-        targeted: bool = False,
-        steps: int = 50,
-        lr: float = 0.05,
-        optimizer: str = "adam",
-        lambda1: float = 1.0,
-        lambda2: float = 1.0,
-        z_eps: float = 0.1,
-        z_proximity: str = "hinge",
-        noise_eps: float = 0.0,
-        noise_lr: float | None = None,
-        eta0: float = 0.01,
-        gamma: float = 0.55,
-        grad_div: float = 1.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        early_stop: bool = True,
-        compact: bool | None = None,
-        batch_size: int = 256,
         rng: torch.Generator | None = None,
         show_progress: bool = True,
+        **overrides: Any,
     ) -> None:
         for name, mod in (("generator", generator), ("critic", critic), ("classifier", classifier)):
             if not isinstance(mod, nn.Module):
@@ -241,53 +212,28 @@ class UnrestrictedAttack:
                 raise AttackInputError(
                     f"the generator needs an int attribute {attr!r} (G(z, y) with z [N, z_dim])"
                 )
-        if optimizer not in OPTIMIZERS:
-            raise AttackInputError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-        if z_proximity not in PROXIMITIES:
-            raise AttackInputError(f"z_proximity must be one of {PROXIMITIES}, got {z_proximity!r}")
-        check_steps(steps, minimum=0)
-        check_steps(batch_size, "batch_size")
-        for name, value in (("lr", lr), ("grad_div", grad_div)):
-            check_nonneg(value, name)
-            if value == 0:
-                raise AttackInputError(f"{name} must be > 0, got {value!r}")
-        for name, value in (
-            ("lambda1", lambda1),
-            ("lambda2", lambda2),
-            ("z_eps", z_eps),
-            ("noise_eps", noise_eps),
-            ("eta0", eta0),
-            ("gamma", gamma),
-        ):
-            check_nonneg(value, name)
-        if noise_lr is not None:
-            check_nonneg(noise_lr, "noise_lr")
-        if not all(0 <= b < 1 for b in betas) or len(betas) != 2:
-            raise AttackInputError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        self.cfg = _checked(FAST if cfg is None else cfg, **overrides)
         if generator.num_classes < 2:
             raise AttackInputError("the generator must have at least 2 classes")
         self.generator = unwrap(generator)
         self.critic = unwrap(critic)
         self.classifier = unwrap(classifier)
-        self.targeted = bool(targeted)
-        self.steps = steps
-        self.lr = float(lr)
-        self.optimizer = optimizer
-        self.lambda1 = float(lambda1)
-        self.lambda2 = float(lambda2)
-        self.z_eps = float(z_eps)
-        self.z_proximity = z_proximity
-        self.noise_eps = float(noise_eps)
-        self.noise_lr = float(lr if noise_lr is None else noise_lr)
-        self.eta0 = float(eta0)
-        self.gamma = float(gamma)
-        self.grad_div = float(grad_div)
-        self.betas = (float(betas[0]), float(betas[1]))
-        self.early_stop = bool(early_stop)
-        self.compact = compact
-        self.batch_size = batch_size
         self.rng = rng
         self.show_progress = show_progress
+
+    @classmethod
+    def from_config(
+        cls,
+        generator: nn.Module,
+        critic: nn.Module,
+        classifier: nn.Module,
+        cfg: UnrestrictedConfig,
+        *,
+        rng: torch.Generator | None = None,
+        show_progress: bool = True,
+    ) -> UnrestrictedAttack:
+        """The attack with settings ``cfg`` (validated)."""
+        return cls(generator, critic, classifier, cfg, rng=rng, show_progress=show_progress)
 
     @classmethod
     def from_preset(
@@ -296,14 +242,23 @@ class UnrestrictedAttack:
         generator: nn.Module,
         critic: nn.Module,
         classifier: nn.Module,
+        *,
+        rng: torch.Generator | None = None,
+        show_progress: bool = True,
         **overrides: Any,
     ) -> UnrestrictedAttack:
-        """Build from ``"seed"``, ``"song"``, ``"fast"`` (or a dict of kwargs) plus overrides."""
+        """Build from ``"seed"``, ``"song"``, ``"fast"`` (or a dict of settings) plus overrides."""
         if isinstance(preset, str):
-            if preset not in PRESETS:
-                raise AttackInputError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
-            preset = PRESETS[preset]
-        return cls(generator, critic, classifier, **{**preset, **overrides})
+            try:
+                base = unrestricted_preset(preset)
+            except ConfigError as exc:
+                raise AttackInputError(str(exc)) from exc
+            changes = overrides
+        else:
+            base, changes = FAST, {**preset, **overrides}
+        return cls(
+            generator, critic, classifier, base, rng=rng, show_progress=show_progress, **changes
+        )
 
     @property
     def num_classes(self) -> int:
@@ -311,10 +266,10 @@ class UnrestrictedAttack:
         return int(self.generator.num_classes)
 
     def settings(self) -> dict[str, Any]:
-        """The attack's hyper-parameters (stored in every result's ``meta``)."""
-        keys = _SETTINGS
-        out = {k: getattr(self, k) for k in keys}
-        out["betas"] = list(self.betas)
+        """The attack's settings (stored in every result's ``meta``), ``noise_lr`` resolved."""
+        out = dataclasses.asdict(self.cfg)
+        out["noise_lr"] = self.cfg.effective_noise_lr
+        out["betas"] = list(self.cfg.betas)
         return out
 
     def __repr__(self) -> str:
@@ -524,12 +479,12 @@ class UnrestrictedAttack:
             if noise is not None and gn is not None:
                 norm = gn.flatten(1).square().sum(dim=1).add(1e-12).sqrt()
                 gn_unit = gn / norm.view(-1, *([1] * (gn.dim() - 1)))
-                noise[rows] = noise[rows] - self.noise_lr * gn_unit
+                noise[rows] = noise[rows] - self.cfg.effective_noise_lr * gn_unit
             return
         b1, b2 = self.betas
         params = [("z", z, gz, self.lr)]
         if noise is not None and gn is not None:
-            params.append(("n", noise, gn, self.noise_lr))
+            params.append(("n", noise, gn, self.cfg.effective_noise_lr))
         for name, p, g, lr in params:
             m = state.setdefault(f"m_{name}", torch.zeros_like(p))
             v = state.setdefault(f"v_{name}", torch.zeros_like(p))
@@ -542,10 +497,11 @@ class UnrestrictedAttack:
 
 
 __all__ = [
-    "FAST_PRESET",
+    "FAST",
     "PRESETS",
-    "SEED_PRESET",
-    "SONG_PRESET",
+    "SEED",
+    "SONG",
+    "UnrestrictedConfig",
     "UnrestrictedAttack",
     "UnrestrictedResult",
     "ac_loss",

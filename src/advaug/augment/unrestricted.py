@@ -11,6 +11,12 @@ refresh, which keeps the pool diverse.
 ``seed``: the seed's schedule for comparison: every batch attacks fresh codes for the batch's
 labels with the seed's optimiser (SGD with annealed gradient noise) for ``steps`` steps. The
 seed's bugs stay fixed: fresh z⁰ per batch, and only successful, AC-agreeing samples are used.
+
+The attack's settings come from :meth:`~advaug.config.UnrestrictedAugConfig.attack_config`. In
+``seed`` mode only ``steps`` and ``attack_batch`` are read from the section; everything else is
+the ``seed`` preset's (sgd-noise, lr 0.1, λ1 = λ2 = 0.1, z_eps 0.1, pixel noise 0.05,
+grad_div 32, no early stop), whatever ``optimizer``, ``lr``, ``lambda1``, ``lambda2``,
+``z_eps`` and ``noise_eps`` say.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advaug.attacks.unrestricted import SEED_PRESET, UnrestrictedAttack
+from advaug.attacks.unrestricted import UnrestrictedAttack
 from advaug.augment.base import Technique
 from advaug.config import UnrestrictedAugConfig
 
@@ -55,24 +61,10 @@ class UnrestrictedTechnique(Technique):
         self.stats = {"attacked": 0, "succeeded": 0, "steps_sum": 0}
 
     def _attack(self, model: nn.Module, labels: torch.Tensor):
-        c = self.cfg
-        kwargs = dict(
-            steps=c.steps,
-            lr=c.lr,
-            optimizer=c.optimizer,
-            lambda1=c.lambda1,
-            lambda2=c.lambda2,
-            z_eps=c.z_eps,
-            noise_eps=c.noise_eps,
-            early_stop=True,
-            batch_size=c.attack_batch,
-            rng=self.rng,
-            show_progress=False,
+        atk = UnrestrictedAttack.from_config(
+            self.g, self.d, model, self.cfg.attack_config(), rng=self.rng, show_progress=False
         )
-        if c.mode == "seed":
-            kwargs = {**SEED_PRESET, **{k: kwargs[k] for k in ("steps", "batch_size", "rng")}}
-            kwargs["show_progress"] = False
-        res = UnrestrictedAttack(self.g, self.d, model, **kwargs)(labels)
+        res = atk(labels)
         self.stats["attacked"] += len(res)
         self.stats["succeeded"] += int(res.success.sum())
         self.stats["steps_sum"] += int(res.steps.sum())

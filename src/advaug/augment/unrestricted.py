@@ -30,6 +30,19 @@ from advaug.attacks.unrestricted import UnrestrictedAttack
 from advaug.augment.base import Technique
 from advaug.config import UnrestrictedAugConfig
 
+#: The technique's random stream (pool labels, fresh codes z⁰, sgd-noise, pool sampling) must not
+#: coincide with the other streams seeded from the same run seed (the FGSM technique uses
+#: seed + 101 and + 102, the GAN technique seed + 202), so it starts at an offset of its own.
+#: Each rank adds a prime stride, so that ranks attack their pool shares with independent codes.
+#: Both numbers are part of every unrestricted run's results: changing them changes the runs.
+STREAM_OFFSET = 303
+RANK_STRIDE = 7919
+
+
+def technique_seed(seed: int, rank: int = 0) -> int:
+    """The seed of rank ``rank``'s unrestricted-technique stream, for the run seed ``seed``."""
+    return seed + STREAM_OFFSET + RANK_STRIDE * rank
+
 
 class UnrestrictedTechnique(Technique):
     name = "unrestricted"
@@ -49,7 +62,7 @@ class UnrestrictedTechnique(Technique):
         self.k = self.g.num_classes
         self.device = device
         self.rng = torch.Generator(device=device)
-        self.rng.manual_seed(seed + 303 + 7919 * rank)  # every rank attacks its own pool share
+        self.rng.manual_seed(technique_seed(seed, rank))
         self.size = max(1, cfg.pool_size // world_size)
         self.images = torch.zeros(0, device=device)
         self.labels = torch.zeros(self.size, dtype=torch.long, device=device)
@@ -76,12 +89,13 @@ class UnrestrictedTechnique(Technique):
             idx = torch.arange(self.size, device=self.device)
             perm = torch.randperm(self.size, generator=self.rng, device=self.device)
             self.labels = (perm % self.k).long()
-            self.images = torch.zeros(self.size, 3, 32, 32, device=self.device)
         else:
             n = max(1, int(round(self.cfg.refresh_fraction * self.size)))
             idx = (self.pointer + torch.arange(n, device=self.device)) % self.size
             self.pointer = int((self.pointer + n) % self.size)
         res = self._attack(model, self.labels[idx])
+        if self.images.numel() == 0:  # images shaped like the generator's output
+            self.images = torch.zeros((self.size, *res.images.shape[1:]), device=self.device)
         self.images[idx] = res.images.to(self.images.dtype)
         self.z[idx] = res.z.to(self.z.dtype)
         self.valid[idx] = res.success.to(self.device)

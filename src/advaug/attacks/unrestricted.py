@@ -11,10 +11,14 @@ auxiliary classifier C still sees s. The per-sample objective (SEED-SPEC §5.1) 
           = max(mean_j (z_j − z⁰_j)² − z_eps², 0)      ("l2ball": RMS change ≤ z_eps)
     L_ac  = CE(C(G(z, s)), s)               (on the noise-free generator output)
 
-with optional pixel noise x̂ = clip(G(z, s) + noise_eps·tanh(n), 0, 1). The reported batch loss is
-the mean of ℓ over the active samples; each sample is updated with the gradient of its own ℓ, so
-(for a generator whose samples are independent in eval mode) samples never interact, and finished
+with optional pixel noise x̂ = clip(G(z, s) + noise_eps·tanh(n), 0, 1). The search differentiates
+the sum of ℓ over the active samples, so each sample is updated with the gradient of its own ℓ:
+for a generator whose samples are independent in eval mode, samples never interact, and finished
 samples leave the working batch (per-sample early stopping with compaction).
+
+Each step of the search on a chunk of ``batch_size`` samples (``_attack_chunk``) is ``_forward``
+(x̂, f(x̂), C(G(z, s))), ``_retire`` (judge success, record the finished rows), ``_descend`` (the
+gradient of ℓ, then ``_adam_step`` or ``_sgd_noise_step``) and ``_Chunk.compact``.
 
 Fixes over the seed (SEED-SPEC §7.10–16): fresh z and z⁰ := z on every call; returned images
 include the pixel noise; success is judged on the final image with both f and C (f wrong, or f = t
@@ -26,7 +30,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, get_args
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -149,6 +154,73 @@ def _labels(value: Any, name: str, n: int | None, k: int, device: torch.device) 
     if t.numel() and (int(t.min()) < 0 or int(t.max()) >= k):
         raise AttackInputError(f"{name} must hold classes in [0, {k}), got {t.min()}..{t.max()}")
     return t.to(device=device, dtype=torch.long)
+
+
+#: Keeps the pixel-noise gradient's norm away from 0 (a sample whose noise gradient vanishes).
+_NORM_EPS = 1e-12
+#: Adam's ε: the denominator's floor, as in torch.optim.Adam.
+_ADAM_EPS = 1e-8
+
+
+class _Forward(NamedTuple):
+    """One forward pass over the batch rows: the leaves z (and noise n) that gradients are taken
+    for, the rows' sources and targets, the image x̂ and the logits of f(x̂) and C(G(z, s))."""
+
+    z: Tensor
+    noise: Tensor | None
+    source: Tensor
+    target: Tensor
+    x_hat: Tensor
+    logits: Tensor
+    ac_logits: Tensor
+
+
+@dataclass
+class _Chunk:
+    """The search state of one chunk of rows.
+
+    ``z`` (and ``noise``) hold every row; ``work`` lists the rows in the forward batch (all of
+    them, or the unfinished ones when compacting) and ``live`` marks, per entry of ``work``, the
+    rows still being optimised.
+    """
+
+    z0: Tensor
+    src: Tensor
+    tgt: Tensor
+    z: Tensor
+    work: Tensor
+    live: Tensor
+    noise: Tensor | None = None  # pre-tanh pixel noise, created at the first forward pass
+    moments: dict[str, Tensor] = field(default_factory=dict)  # Adam's m and v per parameter
+    out: dict[str, Tensor] = field(default_factory=dict)  # the result rows, once shaped
+
+    @classmethod
+    def start(cls, z0: Tensor, src: Tensor, tgt: Tensor) -> _Chunk:
+        """z = z⁰; every row in the batch and live."""
+        b, device = z0.shape[0], z0.device
+        work = torch.arange(b, device=device)
+        live = torch.ones(b, dtype=torch.bool, device=device)
+        return cls(z0, src, tgt, z=z0.clone(), work=work, live=live)
+
+    def compact(self) -> None:
+        """Drop the finished rows from the forward batch."""
+        self.work = self.work[self.live]
+        self.live = torch.ones(self.work.shape[0], dtype=torch.bool, device=self.work.device)
+
+    def result(self) -> UnrestrictedResult:
+        """The chunk's rows as a result."""
+        out = self.out
+        return UnrestrictedResult(
+            images=out["images"],
+            z=out["z"],
+            z0=self.z0,
+            source=self.src,
+            target=self.tgt,
+            success=out["success"],
+            steps=out["steps"],
+            clf_pred=out["clf_pred"],
+            ac_pred=out["ac_pred"],
+        )
 
 
 class UnrestrictedAttack:
@@ -319,6 +391,28 @@ class UnrestrictedAttack:
         z: Tensor | None = None,
     ) -> UnrestrictedResult:
         """Attack one sample per entry of ``source`` (any N; processed ``batch_size`` at a time)."""
+        src, tgt, z0 = self._inputs(source, target, z)
+        chunks = range(0, src.shape[0], self.batch_size)
+        results = []
+        bar: Any = _NullBar()
+        if self.show_progress:
+            bar = progress(total=len(chunks) * (self.steps + 1), desc="unrestricted", unit="step")
+        with frozen(self.generator, self.critic, self.classifier), bar:
+            for start in chunks:
+                sl = slice(start, start + self.batch_size)
+                results.append(self._attack_chunk(z0[sl], src[sl], tgt[sl], bar))
+        result = UnrestrictedResult.cat(results)
+        result.meta = {"attack": "unrestricted", **self.settings()}
+        log.debug(
+            "unrestricted attack: %d samples, success %.3f, median steps %s",
+            len(result),
+            result.success_rate,
+            result.steps_percentiles((50,))[50],
+        )
+        return result
+
+    def _inputs(self, source: Any, target: Any, z: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Checked sources, targets (−1 when untargeted) and initial codes z⁰ (drawn if None)."""
         device = _device_of(self.generator)
         k = self.num_classes
         src = _labels(source, "source", None, k, device)
@@ -339,33 +433,12 @@ class UnrestrictedAttack:
             tgt = torch.full_like(src, -1)
         d = int(self.generator.z_dim)
         if z is None:
-            z0 = self._randn((n, d), device)
-        else:
-            if not isinstance(z, Tensor) or z.shape != (n, d) or not z.is_floating_point():
-                raise AttackInputError(f"z must be a float tensor of shape [{n}, {d}]")
-            if not bool(torch.isfinite(z).all()):
-                raise AttackInputError("z must be finite")
-            z0 = z.detach().to(device=device, dtype=torch.float32).clone()
-
-        chunks = range(0, n, self.batch_size)
-        results = []
-        total = len(chunks) * (self.steps + 1)
-        bar: Any = _NullBar()
-        if self.show_progress:
-            bar = progress(total=total, desc="unrestricted", unit="step")
-        with frozen(self.generator, self.critic, self.classifier), bar:
-            for start in chunks:
-                sl = slice(start, start + self.batch_size)
-                results.append(self._attack_chunk(z0[sl], src[sl], tgt[sl], bar))
-        result = UnrestrictedResult.cat(results)
-        result.meta = {"attack": "unrestricted", **self.settings()}
-        log.debug(
-            "unrestricted attack: %d samples, success %.3f, median steps %s",
-            n,
-            result.success_rate,
-            result.steps_percentiles((50,))[50],
-        )
-        return result
+            return src, tgt, self._randn((n, d), device)
+        if not isinstance(z, Tensor) or z.shape != (n, d) or not z.is_floating_point():
+            raise AttackInputError(f"z must be a float tensor of shape [{n}, {d}]")
+        if not bool(torch.isfinite(z).all()):
+            raise AttackInputError("z must be finite")
+        return src, tgt, z.detach().to(device=device, dtype=torch.float32).clone()
 
     def _compacts(self) -> bool:
         """Whether finished samples leave the forward batch (see ``compact``)."""
@@ -374,126 +447,150 @@ class UnrestrictedAttack:
         return getattr(self.generator, "bn_stats", "running") != "batch"
 
     def _attack_chunk(self, z0: Tensor, src: Tensor, tgt: Tensor, bar: Any) -> UnrestrictedResult:
-        """Optimise one chunk; a sample stops when it succeeds (and leaves the batch if compact)."""
-        b = z0.shape[0]
-        device = z0.device
+        """Search one chunk: at each step t = 0..steps, judge the images, retire the rows that
+        are done, and move the others by one optimiser step.
+
+        A row is done when it succeeds (with ``early_stop``) or at t = ``steps``; its recorded
+        image, code and predictions are those of the step at which it finished.
+        """
+        run = _Chunk.start(z0, src, tgt)
         compact = self._compacts()
-        z = z0.clone()
-        use_noise = self.noise_eps > 0
-        noise: Tensor | None = None
-        state: dict[str, Tensor] = {}
-        out: dict[str, Tensor] = {}
-        work = torch.arange(b, device=device)  # rows of the chunk in the forward batch
-        live = torch.ones(b, dtype=torch.bool, device=device)  # per row of work: still optimising
         for t in range(self.steps + 1):
             last = t == self.steps
-            za = z[work].detach().requires_grad_(True)
-            sa, ta = src[work], tgt[work]
-            na: Tensor | None = None
-            with torch.enable_grad():
-                clean = self.generator(za, sa)
-                x_hat = clean
-                if use_noise:
-                    if noise is None:
-                        noise = torch.zeros((b, *clean.shape[1:]), device=device)
-                    na = noise[work].detach().requires_grad_(True)
-                    x_hat = torch.clamp(clean + self.noise_eps * torch.tanh(na), 0.0, 1.0)
-                logits = self.classifier(x_hat)
-                ac_logits = self._ac_logits(clean)
-            if not out:
-                if logits.dim() != 2 or logits.shape[1] < self.num_classes:
-                    raise AttackInputError(
-                        f"the classifier must return [B, {self.num_classes}] logits, "
-                        f"got {tuple(logits.shape)}"
-                    )
-                out = {
-                    "images": torch.empty((b, *x_hat.shape[1:]), device=device),
-                    "z": torch.empty_like(z0),
-                    "success": torch.zeros(b, dtype=torch.bool, device=device),
-                    "steps": torch.zeros(b, dtype=torch.long, device=device),
-                    "clf_pred": torch.zeros(b, dtype=torch.long, device=device),
-                    "ac_pred": torch.zeros(b, dtype=torch.long, device=device),
-                }
+            fwd = self._forward(run)
+            if not run.out:
+                run.out = self._outputs(run, fwd)
             if self.early_stop or last:
-                with torch.no_grad():
-                    clf_pred = logits.argmax(dim=1)
-                    ac_src = self._ac_logits(x_hat) if na is not None else ac_logits
-                    ac_pred = ac_src.argmax(dim=1)
-                    fooled = clf_pred == ta if self.targeted else clf_pred != sa
-                    success = fooled & (ac_pred == sa)
-                    done = live if last else live & success
-                    if bool(done.any()):
-                        rows = work[done]
-                        out["images"][rows] = x_hat[done].detach().float()
-                        out["z"][rows] = za[done].detach()
-                        out["success"][rows] = success[done]
-                        out["steps"][rows] = t
-                        out["clf_pred"][rows] = clf_pred[done]
-                        out["ac_pred"][rows] = ac_pred[done]
-                    live = live & ~done
+                self._retire(run, fwd, t, last)
             bar.update(1)
-            if last or not bool(live.any()):
+            if last or not bool(run.live.any()):
                 bar.update(self.steps - t)
                 break
-            with torch.enable_grad():
-                terms = self.objective(logits, ac_logits, za, z0[work], sa, ta)
-                wrt = [za] if na is None else [za, na]
-                total = terms["total"][live].sum()
-                check_finite(total, "unrestricted-attack objective (classifier, G or D output)")
-                grads = torch.autograd.grad(total, wrt)
-            rows = work[live]
-            gz = grads[0][live]
-            gn = grads[1][live] if na is not None else None
-            self._update(t, rows, z, gz, noise, gn, state)
+            self._descend(run, fwd, t)
             if compact:
-                work = rows
-                live = torch.ones(rows.shape[0], dtype=torch.bool, device=device)
-        return UnrestrictedResult(
-            images=out["images"],
-            z=out["z"],
-            z0=z0,
-            source=src,
-            target=tgt,
-            success=out["success"],
-            steps=out["steps"],
-            clf_pred=out["clf_pred"],
-            ac_pred=out["ac_pred"],
-        )
+                run.compact()
+        return run.result()
+
+    def _forward(self, run: _Chunk) -> _Forward:
+        """The batch rows' images and logits, in grad mode w.r.t. z (and the pixel noise n).
+
+        x̂ = clip(G(z, s) + noise_eps·tanh(n), 0, 1) (x̂ = G(z, s) without noise); the classifier
+        sees x̂, the AC head the noise-free G(z, s). n starts at 0 on the first step.
+        """
+        b = run.z0.shape[0]
+        z = run.z[run.work].detach().requires_grad_(True)
+        source, target = run.src[run.work], run.tgt[run.work]
+        noise: Tensor | None = None
+        with torch.enable_grad():
+            clean = self.generator(z, source)
+            x_hat = clean
+            if self.noise_eps > 0:
+                if run.noise is None:
+                    run.noise = torch.zeros((b, *clean.shape[1:]), device=run.z0.device)
+                noise = run.noise[run.work].detach().requires_grad_(True)
+                x_hat = torch.clamp(clean + self.noise_eps * torch.tanh(noise), 0.0, 1.0)
+            logits = self.classifier(x_hat)
+            ac_logits = self._ac_logits(clean)
+        return _Forward(z, noise, source, target, x_hat, logits, ac_logits)
+
+    def _outputs(self, run: _Chunk, fwd: _Forward) -> dict[str, Tensor]:
+        """Empty result rows for the whole chunk, shaped after the first forward pass."""
+        logits, b, device = fwd.logits, run.z0.shape[0], run.z0.device
+        if logits.dim() != 2 or logits.shape[1] < self.num_classes:
+            raise AttackInputError(
+                f"the classifier must return [B, {self.num_classes}] logits, "
+                f"got {tuple(logits.shape)}"
+            )
+        return {
+            "images": torch.empty((b, *fwd.x_hat.shape[1:]), device=device),
+            "z": torch.empty_like(run.z0),
+            "success": torch.zeros(b, dtype=torch.bool, device=device),
+            "steps": torch.zeros(b, dtype=torch.long, device=device),
+            "clf_pred": torch.zeros(b, dtype=torch.long, device=device),
+            "ac_pred": torch.zeros(b, dtype=torch.long, device=device),
+        }
 
     @torch.no_grad()
-    def _update(
-        self,
-        t: int,
-        rows: Tensor,
-        z: Tensor,
-        gz: Tensor,
-        noise: Tensor | None,
-        gn: Tensor | None,
-        state: dict[str, Tensor],
-    ) -> None:
-        """One optimiser step on rows ``rows`` of the full-size z (and noise) tensors."""
+    def _judge(self, fwd: _Forward) -> tuple[Tensor, Tensor, Tensor]:
+        """Per batch row: success, f's prediction and C's prediction, all on the final image x̂.
+
+        Success = f fooled (argmax f(x̂) ≠ s; = t when targeted) and argmax C(x̂) = s.
+        """
+        clf_pred = fwd.logits.argmax(dim=1)
+        ac_logits = self._ac_logits(fwd.x_hat) if fwd.noise is not None else fwd.ac_logits
+        ac_pred = ac_logits.argmax(dim=1)
+        fooled = clf_pred == fwd.target if self.targeted else clf_pred != fwd.source
+        return fooled & (ac_pred == fwd.source), clf_pred, ac_pred
+
+    @torch.no_grad()
+    def _retire(self, run: _Chunk, fwd: _Forward, t: int, last: bool) -> None:
+        """Record the live rows that are done at step t (the successful ones; all at the last
+        step) in the result, and stop optimising them."""
+        success, clf_pred, ac_pred = self._judge(fwd)
+        done = run.live if last else run.live & success
+        if bool(done.any()):
+            rows = run.work[done]
+            run.out["images"][rows] = fwd.x_hat[done].detach().float()
+            run.out["z"][rows] = fwd.z[done].detach()
+            run.out["success"][rows] = success[done]
+            run.out["steps"][rows] = t
+            run.out["clf_pred"][rows] = clf_pred[done]
+            run.out["ac_pred"][rows] = ac_pred[done]
+        run.live = run.live & ~done
+
+    def _descend(self, run: _Chunk, fwd: _Forward, t: int) -> None:
+        """One optimiser step for the live rows, each along the gradient of its own ℓ.
+
+        The gradient is that of Σ_live ℓ_i, a sum and not a mean, so that no row's step depends
+        on how many rows are still live (the seed's batch mean is what ``grad_div`` emulates).
+        """
+        with torch.enable_grad():
+            z0 = run.z0[run.work]
+            terms = self.objective(fwd.logits, fwd.ac_logits, fwd.z, z0, fwd.source, fwd.target)
+            wrt = [fwd.z] if fwd.noise is None else [fwd.z, fwd.noise]
+            total = terms["total"][run.live].sum()
+            check_finite(total, "unrestricted-attack objective (classifier, G or D output)")
+            grads = torch.autograd.grad(total, wrt)
+        rows = run.work[run.live]
+        gz = grads[0][run.live]
+        gn = grads[1][run.live] if fwd.noise is not None else None
         if self.optimizer == "sgd-noise":
-            sigma = math.sqrt(self.eta0 / (1 + t) ** self.gamma)
-            xi = self._randn(tuple(gz.shape), gz.device) * sigma
-            z[rows] = z[rows] - self.lr * (gz / self.grad_div + xi)
-            if noise is not None and gn is not None:
-                norm = gn.flatten(1).square().sum(dim=1).add(1e-12).sqrt()
-                gn_unit = gn / norm.view(-1, *([1] * (gn.dim() - 1)))
-                noise[rows] = noise[rows] - self.cfg.effective_noise_lr * gn_unit
-            return
+            self._sgd_noise_step(t, rows, run, gz, gn)
+        else:
+            self._adam_step(t, rows, run, gz, gn)
+
+    @torch.no_grad()
+    def _sgd_noise_step(
+        self, t: int, rows: Tensor, run: _Chunk, gz: Tensor, gn: Tensor | None
+    ) -> None:
+        """The seed's rule on rows ``rows``: z ← z − lr·(∇_z ℓ / grad_div + ξ_t) with
+        ξ_t ~ N(0, σ_t² I), σ_t² = eta0 / (1 + t)^gamma; the pixel noise takes a step of
+        length noise_lr along its normalised gradient, n ← n − noise_lr·g / ‖g‖."""
+        sigma = math.sqrt(self.eta0 / (1 + t) ** self.gamma)
+        xi = self._randn(tuple(gz.shape), gz.device) * sigma
+        run.z[rows] = run.z[rows] - self.lr * (gz / self.grad_div + xi)
+        if run.noise is not None and gn is not None:
+            norm = gn.flatten(1).square().sum(dim=1).add(_NORM_EPS).sqrt()
+            gn_unit = gn / norm.view(-1, *([1] * (gn.dim() - 1)))
+            run.noise[rows] = run.noise[rows] - self.cfg.effective_noise_lr * gn_unit
+
+    @torch.no_grad()
+    def _adam_step(self, t: int, rows: Tensor, run: _Chunk, gz: Tensor, gn: Tensor | None) -> None:
+        """Adam on rows ``rows`` of z (and n), moments kept per row: m ← β1·m + (1−β1)·g,
+        v ← β2·v + (1−β2)·g², p ← p − lr·m̂ / (√v̂ + ε) with m̂, v̂ bias-corrected for step t+1."""
         b1, b2 = self.betas
-        params = [("z", z, gz, self.lr)]
-        if noise is not None and gn is not None:
-            params.append(("n", noise, gn, self.cfg.effective_noise_lr))
+        params = [("z", run.z, gz, self.lr)]
+        if run.noise is not None and gn is not None:
+            params.append(("n", run.noise, gn, self.cfg.effective_noise_lr))
         for name, p, g, lr in params:
-            m = state.setdefault(f"m_{name}", torch.zeros_like(p))
-            v = state.setdefault(f"v_{name}", torch.zeros_like(p))
+            m = run.moments.setdefault(f"m_{name}", torch.zeros_like(p))
+            v = run.moments.setdefault(f"v_{name}", torch.zeros_like(p))
             m_r = m[rows].mul_(b1).add_(g, alpha=1 - b1)
             v_r = v[rows].mul_(b2).addcmul_(g, g, value=1 - b2)
             m[rows], v[rows] = m_r, v_r
             m_hat = m_r / (1 - b1 ** (t + 1))
             v_hat = v_r / (1 - b2 ** (t + 1))
-            p[rows] = p[rows] - lr * m_hat / (v_hat.sqrt() + 1e-8)
+            p[rows] = p[rows] - lr * m_hat / (v_hat.sqrt() + _ADAM_EPS)
 
 
 __all__ = [

@@ -244,6 +244,41 @@ class UnrestrictedAttack:
     drops finished samples from the forward batch, which is only exact when G's samples do not
     depend on each other; auto turns it off for a generator with ``bn_stats == "batch"`` (the
     seed's batch-statistics BN), where finished samples stay in the batch, frozen.
+
+    Arguments:
+        generator (nn.Module): G(z, y), images in [0, 1], with int ``z_dim`` and ``num_classes``.
+        critic (nn.Module): D(x) = (critic score, AC-head logits over the K classes).
+        classifier (nn.Module): the attacked model f(x), logits over at least K classes.
+        cfg (UnrestrictedConfig): the settings (default: the ``fast`` preset).
+        rng (torch.Generator): draws z⁰ and the sgd-noise ξ (default: torch's global one).
+        show_progress (bool): a progress bar over the steps (default: True).
+        **overrides: fields of ``cfg`` to replace, e.g. ``steps=20``.
+
+    Shape:
+        - source: ``(N)`` class indices in [0, K), one search per entry.
+        - target: ``(N)`` classes t ≠ s, only when ``targeted``.
+        - z: ``(N, z_dim)`` initial codes z⁰ (default: fresh draws from N(0, I)).
+        - output: :class:`UnrestrictedResult` with N rows: ``images`` ``(N, C, H, W)`` as G
+          makes them; ``z``, ``z0`` ``(N, z_dim)``; ``source``, ``target``, ``success``,
+          ``steps``, ``clf_pred``, ``ac_pred`` ``(N)``.
+
+    Examples::
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from advaug.attacks import UnrestrictedAttack
+        >>> from advaug.models.gan import Critic, Generator
+        >>> _ = torch.manual_seed(0)
+        >>> G = Generator(z_dim=16, width=8, num_classes=4)  # G(z, y): images in [0, 1]
+        >>> D = Critic(width=8, num_classes=4)  # D(x) = (critic score, AC logits)
+        >>> f = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))  # any logits model
+        >>> atk = UnrestrictedAttack(G, D, f, steps=5, show_progress=False)  # fast preset, 5 steps
+        >>> result = atk(torch.tensor([0, 1, 2, 3]))  # one search per source class
+        >>> result.images.shape, result.z.shape, result.success.shape
+        (torch.Size([4, 3, 32, 32]), torch.Size([4, 16]), torch.Size([4]))
+        >>> bool((result.steps <= 5).all()), result.meta["optimizer"]
+        (True, 'adam')
+        >>> x_uae = result.successes().images  # the unrestricted adversarial examples
     """
 
     # every setting reads as an attribute (atk.steps is atk.cfg.steps); assigning one re-validates
@@ -304,7 +339,30 @@ class UnrestrictedAttack:
         rng: torch.Generator | None = None,
         show_progress: bool = True,
     ) -> UnrestrictedAttack:
-        """The attack with settings ``cfg`` (validated)."""
+        """The attack with settings ``cfg`` (validated): the way settings enter the attack.
+
+        Shape:
+            - source: ``(N)``; target: ``(N)`` when ``cfg.targeted``; z: ``(N, z_dim)``.
+            - output: :class:`UnrestrictedResult` with N rows, images ``(N, C, H, W)``.
+
+        Examples::
+
+            >>> import torch
+            >>> from torch import nn
+            >>> from advaug.attacks import SEED, UnrestrictedAttack
+            >>> from advaug.models.gan import Critic, Generator
+            >>> _ = torch.manual_seed(0)
+            >>> G, D = Generator(z_dim=16, width=8, num_classes=4), Critic(width=8, num_classes=4)
+            >>> f = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))
+            >>> cfg = SEED.replace(steps=3, targeted=True)  # the seed's optimiser, aimed at t
+            >>> atk = UnrestrictedAttack.from_config(G, D, f, cfg, show_progress=False)
+            >>> source = torch.tensor([0, 1, 2])
+            >>> result = atk(source, (source + 1) % 4)
+            >>> result.target.tolist(), result.steps.tolist()  # no early stop in the seed preset
+            ([1, 2, 3], [3, 3, 3])
+            >>> result.images.shape
+            torch.Size([3, 3, 32, 32])
+        """
         return cls(generator, critic, classifier, cfg, rng=rng, show_progress=show_progress)
 
     @classmethod

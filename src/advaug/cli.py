@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from advaug._version import __version__
+from advaug.config import UNRESTRICTED_PRESETS
 from advaug.errors import AdvaugError, ConfigError
 
 EPILOG = """overrides are key=value pairs over the preset, e.g. classifier.epochs=3
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gan", required=True, help="GAN run folder or checkpoint")
     s.add_argument("-n", "--num", type=int, default=500, help="examples to generate")
     s.add_argument("--steps", type=int, default=50, help="latent steps per example")
-    s.add_argument("--preset-attack", default="fast", choices=["fast", "seed", "song"])
+    s.add_argument("--preset-attack", default="fast", choices=sorted(UNRESTRICTED_PRESETS))
     s.add_argument("--targeted", action="store_true", help="target (source+1) mod K")
     s.add_argument("--reference", help="independent classifier run for the legitimacy check")
     s.add_argument("--seed", type=int, default=0)

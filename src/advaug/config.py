@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -141,6 +142,180 @@ class GANAugConfig:
         _check(0 <= self.min_confidence <= 1, f"{key}.min_confidence", "must be in [0, 1]")
 
 
+# --------------------------------------------------------------------------------------------
+# The unrestricted attack's settings: one schema for the attack, its presets, the augmentation
+# technique, the evaluation protocol and the `attack unrestricted` command
+# --------------------------------------------------------------------------------------------
+
+LatentOptimizer = Literal["adam", "sgd-noise"]
+ZProximity = Literal["hinge", "l2ball"]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class UnrestrictedConfig:
+    """Settings of :class:`advaug.attacks.UnrestrictedAttack` (the maths is in that module).
+
+    The defaults are the ``fast`` preset, the one for augmentation: Adam, at most 50 steps,
+    per-sample early stopping. Its lr and λ were chosen on a toy problem (λ1 = 10 or lr = 0.01
+    stalled there); tune them on the real AC-GAN. Instances are immutable because presets are
+    shared; derive one with :meth:`replace`.
+
+    Examples::
+
+        >>> from advaug.config import UNRESTRICTED_PRESETS, UnrestrictedConfig
+        >>> UNRESTRICTED_PRESETS["seed"].replace(steps=20).steps
+        20
+        >>> UnrestrictedConfig(lr=0.0).validate("attack")
+        Traceback (most recent call last):
+        ...
+        advaug.errors.ConfigError: invalid config value attack.lr: must be > 0, got 0.0
+    """
+
+    targeted: bool = False  # aim at given classes t (else at any class other than the source s)
+    steps: int = 50  # latent updates per sample; 0 = only judge fresh generator samples
+    lr: float = 0.05  # step size on z, in latent units (z⁰ ~ N(0, I))
+    optimizer: LatentOptimizer = "adam"  # sgd-noise = the seed's SGD with annealed gradient noise
+    lambda1: float = 1.0  # weight of L_z, the pull back towards z⁰
+    lambda2: float = 1.0  # weight of L_ac, the AC head's cross-entropy for the source class
+    z_eps: float = 0.1  # latent change free of L_z (per coordinate; RMS for l2ball)
+    z_proximity: ZProximity = "hinge"  # hinge = the seed's per-coordinate box
+    noise_eps: float = 0.0  # pixel-noise amplitude in [0, 1] image units (0 = no pixel noise)
+    noise_lr: float | None = None  # step size on the pre-tanh pixel noise (None = lr)
+    eta0: float = 0.01  # sgd-noise: variance of the gradient noise at step 0
+    gamma: float = 0.55  # sgd-noise: that variance decays as eta0 / (1 + t)^gamma
+    grad_div: float = 1.0  # sgd-noise: gradient divisor (the seed averaged its loss over a batch)
+    betas: tuple[float, float] = (0.9, 0.999)  # adam: decay rates of the two moment estimates
+    early_stop: bool = True  # a sample stops at its first success (else every sample runs `steps`)
+    # finished samples leave the forward batch; None = auto: yes, unless G's BN uses batch
+    # statistics (then samples interact and compaction would change the others' images)
+    compact: bool | None = None
+    batch_size: int = 256  # samples per forward pass (memory; samples do not interact)
+
+    def __post_init__(self) -> None:  # ints become floats and betas a tuple, as the attack uses
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("float", "float | None") and _is_int(value):
+                object.__setattr__(self, f.name, float(value))
+        if isinstance(self.betas, list | tuple):
+            betas = tuple(float(b) if _is_finite(b) else b for b in self.betas)
+            object.__setattr__(self, "betas", betas)
+        for name in ("targeted", "early_stop"):
+            object.__setattr__(self, name, bool(getattr(self, name)))
+
+    def replace(self, **changes: Any) -> UnrestrictedConfig:
+        """A copy with ``changes`` applied; an unknown name raises a :class:`ConfigError`."""
+        known = [f.name for f in dataclasses.fields(self)]
+        for name in changes:
+            if name not in known:
+                raise ConfigError(
+                    f"unknown unrestricted-attack setting {name!r}; known: {', '.join(known)}"
+                )
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def effective_noise_lr(self) -> float:
+        """The step size on the pixel noise: ``noise_lr``, or ``lr`` when that is None."""
+        return self.lr if self.noise_lr is None else self.noise_lr
+
+    def validate(self, key: str = "") -> None:
+        def where(name: str) -> str:
+            return f"{key}.{name}" if key else name
+
+        for name, allowed in (("optimizer", LatentOptimizer), ("z_proximity", ZProximity)):
+            value, choices = getattr(self, name), get_args(allowed)
+            _check(value in choices, where(name), f"choose one of {choices}, got {value!r}")
+        _check(
+            _is_int(self.steps) and self.steps >= 0,
+            where("steps"),
+            f"must be an integer >= 0, got {self.steps!r}",
+        )
+        _check(
+            _is_int(self.batch_size) and self.batch_size >= 1,
+            where("batch_size"),
+            f"must be an integer >= 1, got {self.batch_size!r}",
+        )
+        for name in ("lr", "grad_div"):
+            value = getattr(self, name)
+            _check(_is_finite(value) and value > 0, where(name), f"must be > 0, got {value!r}")
+        for name in ("lambda1", "lambda2", "z_eps", "noise_eps", "eta0", "gamma", "noise_lr"):
+            value = getattr(self, name)
+            if name == "noise_lr" and value is None:
+                continue
+            _check(_is_finite(value) and value >= 0, where(name), f"must be >= 0, got {value!r}")
+        betas = self.betas
+        _check(
+            isinstance(betas, tuple) and len(betas) == 2 and all(_is_finite(b) for b in betas)
+            and all(0 <= b < 1 for b in betas),
+            where("betas"),
+            f"must be two numbers in [0, 1), got {betas!r}",
+        )  # fmt: skip
+
+
+#: The unrestricted attack's presets, by name (``--preset-attack`` of ``advaug attack``).
+UNRESTRICTED_PRESETS: dict[str, UnrestrictedConfig] = {
+    # The seed's settings (S, SEED-SPEC §4.4/§5.1): plain SGD with annealed gradient noise,
+    # λ = 0.1, lr 0.1, 500 steps, pixel noise ε = 0.1 in [-1, 1] units (0.05 here), no early
+    # stop. The seed's loss was a mean over a batch of 32, so each code got 1/32 of its own
+    # gradient: ``grad_div``.
+    "seed": UnrestrictedConfig(
+        targeted=False,
+        optimizer="sgd-noise",
+        steps=500,
+        lr=0.1,
+        lambda1=0.1,
+        lambda2=0.1,
+        z_eps=0.1,
+        z_proximity="hinge",
+        noise_eps=0.05,
+        eta0=0.01,
+        gamma=0.55,
+        grad_div=32.0,
+        early_stop=False,
+    ),
+    # Song et al.'s code defaults (O, SEED-SPEC §5.2): λ1 = λ2 = 100, lr 1, 1000 steps, batch 64
+    # (grad_div), no pixel noise. Set ``targeted=True`` for O's targeted attack.
+    "song": UnrestrictedConfig(
+        targeted=False,
+        optimizer="sgd-noise",
+        steps=1000,
+        lr=1.0,
+        lambda1=100.0,
+        lambda2=100.0,
+        z_eps=0.1,
+        z_proximity="hinge",
+        noise_eps=0.0,
+        eta0=0.01,
+        gamma=0.55,
+        grad_div=64.0,
+        early_stop=False,
+    ),
+    # The default for augmentation: the class defaults (see UnrestrictedConfig).
+    "fast": UnrestrictedConfig(),
+}
+
+
+def unrestricted_preset(name: str, **changes: Any) -> UnrestrictedConfig:
+    """Preset ``name`` of the unrestricted attack with ``changes`` applied.
+
+    The one way technique, evaluation and command-line settings become attack settings (see
+    :meth:`UnrestrictedAugConfig.attack_config` and :meth:`EvalConfig.uae_attack`).
+    """
+    if name not in UNRESTRICTED_PRESETS:
+        raise ConfigError(
+            f"unknown unrestricted-attack preset {name!r}; "
+            f"choose one of {', '.join(UNRESTRICTED_PRESETS)}"
+        )
+    return UNRESTRICTED_PRESETS[name].replace(**changes)
+
+
 @dataclass
 class UnrestrictedAugConfig:
     """Unrestricted adversarial examples from a cached, periodically refreshed latent pool."""
@@ -166,6 +341,30 @@ class UnrestrictedAugConfig:
         _check(self.lr > 0, f"{key}.lr", "must be > 0")
         for name in ("lambda1", "lambda2", "z_eps", "noise_eps", "dedup_threshold"):
             _check(getattr(self, name) >= 0, f"{key}.{name}", "must be >= 0")
+
+    def attack_config(self) -> UnrestrictedConfig:
+        """The attack settings this technique runs with (the only mapping from this section).
+
+        ``pooled``: the ``fast`` preset with this section's steps, optimizer, lr, lambda1,
+        lambda2, z_eps, noise_eps and attack_batch, early stopping on. ``seed``: the ``seed``
+        preset with only steps and attack_batch from here; its optimiser (sgd-noise), lr 0.1,
+        λ1 = λ2 = 0.1, z_eps 0.1, pixel noise 0.05, grad_div 32 and no early stop replace this
+        section's values.
+        """
+        if self.mode == "seed":
+            return unrestricted_preset("seed", steps=self.steps, batch_size=self.attack_batch)
+        return unrestricted_preset(
+            "fast",
+            steps=self.steps,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            lambda1=self.lambda1,
+            lambda2=self.lambda2,
+            z_eps=self.z_eps,
+            noise_eps=self.noise_eps,
+            early_stop=True,
+            batch_size=self.attack_batch,
+        )
 
 
 @dataclass
@@ -287,6 +486,11 @@ class EvalConfig:
             _check(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
         for name in ("robust_samples", "gan_samples_per_class", "uae_samples"):
             _check(getattr(self, name) >= 0, f"{key}.{name}", "must be >= 0")
+
+    def uae_attack(self) -> UnrestrictedConfig:
+        """The protocol's unrestricted attack: the ``fast`` preset (untargeted Adam with early
+        stopping) for ``uae_steps`` steps."""
+        return unrestricted_preset("fast", steps=self.uae_steps)
 
 
 @dataclass

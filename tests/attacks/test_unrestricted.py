@@ -3,6 +3,7 @@ stopping, the success definition, model safety, the result object and its safete
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zipfile
 
@@ -14,9 +15,9 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from advaug.attacks import (
-    FAST_PRESET,
-    SEED_PRESET,
-    SONG_PRESET,
+    FAST,
+    SEED,
+    SONG,
     AttackInputError,
     UnrestrictedAttack,
     UnrestrictedResult,
@@ -30,6 +31,9 @@ from advaug.attacks.unrestricted import (
 from advaug.errors import DataError
 
 from .toys import K, TinyD, ToyG, train_critic
+
+# the presets' settings by name, as the attack's attributes carry them
+SEED_PRESET, SONG_PRESET, FAST_PRESET = (dataclasses.asdict(p) for p in (SEED, SONG, FAST))
 
 
 @pytest.fixture(scope="module")

@@ -57,3 +57,25 @@ def test_state_round_trip_restores_the_pool_and_its_valid_count():
     b.load_state_dict(a.state_dict())
     assert torch.equal(a.images, b.images) and torch.equal(a.valid, b.valid)
     assert b.n_valid == a.n_valid and b.pointer == a.pointer
+
+
+def test_pool_images_take_the_shape_of_the_generator_output():
+    from tests.attacks.toys import K, TinyD, ToyG
+
+    class ToyPair:  # a generator of 3x8x8 images, not CIFAR's 3x32x32
+        generator, critic = ToyG().eval(), TinyD().eval()
+
+    t = UnrestrictedTechnique(
+        UnrestrictedAugConfig(pool_size=8, steps=1), ToyPair(), seed=0, device=torch.device("cpu")
+    )
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, K))
+    t(model, torch.rand(4, 3, 8, 8), torch.arange(4) % K, step=0)
+    assert t.images.shape == (8, 3, 8, 8)
+
+
+def test_every_rank_has_its_own_stream():
+    from advaug.augment.unrestricted import technique_seed
+
+    seeds = {technique_seed(s, r) for s in range(3) for r in range(4)}
+    assert len(seeds) == 12  # no two (run seed, rank) pairs share a stream
+    assert all(technique_seed(s, 0) != s for s in range(3))  # nor the run seed's own stream

@@ -9,28 +9,30 @@ from advaug.attacks.base import Attack, AttackInputError, frozen
 from advaug.attacks.fgsm import FFGSM, FGSM, StepLL
 from advaug.attacks.pgd import PGD
 from advaug.attacks.unrestricted import (
-    FAST_PRESET,
+    FAST,
     PRESETS,
-    SEED_PRESET,
-    SONG_PRESET,
+    SEED,
+    SONG,
     UnrestrictedAttack,
-    UnrestrictedResult,
+    UnrestrictedConfig,
 )
+from advaug.attacks.unrestricted_result import UnrestrictedResult
 
 __all__ = [
-    "FAST_PRESET",
+    "FAST",
     "FFGSM",
     "FGSM",
     "PGD",
     "PRESETS",
-    "SEED_PRESET",
-    "SONG_PRESET",
+    "SEED",
+    "SONG",
     "Attack",
     "AttackInputError",
     "AutoAttack",
     "MissingDependencyError",
     "StepLL",
     "UnrestrictedAttack",
+    "UnrestrictedConfig",
     "UnrestrictedResult",
     "frozen",
     "torchattacks_available",

@@ -11,10 +11,14 @@ auxiliary classifier C still sees s. The per-sample objective (SEED-SPEC §5.1) 
           = max(mean_j (z_j − z⁰_j)² − z_eps², 0)      ("l2ball": RMS change ≤ z_eps)
     L_ac  = CE(C(G(z, s)), s)               (on the noise-free generator output)
 
-with optional pixel noise x̂ = clip(G(z, s) + noise_eps·tanh(n), 0, 1). The reported batch loss is
-the mean of ℓ over the active samples; each sample is updated with the gradient of its own ℓ, so
-(for a generator whose samples are independent in eval mode) samples never interact, and finished
+with optional pixel noise x̂ = clip(G(z, s) + noise_eps·tanh(n), 0, 1). The search differentiates
+the sum of ℓ over the active samples, so each sample is updated with the gradient of its own ℓ:
+for a generator whose samples are independent in eval mode, samples never interact, and finished
 samples leave the working batch (per-sample early stopping with compaction).
+
+Each step of the search on a chunk of ``batch_size`` samples (``_attack_chunk``) is ``_forward``
+(x̂, f(x̂), C(G(z, s))), ``_retire`` (judge success, record the finished rows), ``_descend`` (the
+gradient of ℓ, then ``_adam_step`` or ``_sgd_noise_step``) and ``_Chunk.compact``.
 
 Fixes over the seed (SEED-SPEC §7.10–16): fresh z and z⁰ := z on every call; returned images
 include the pixel noise; success is judged on the final image with both f and C (f wrong, or f = t
@@ -23,14 +27,11 @@ when targeted, and argmax C(x̂) = s); all results are returned with a success m
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -39,74 +40,32 @@ from torch import Tensor, nn
 from advaug.attacks.base import (
     AttackInputError,
     check_finite,
-    check_nonneg,
-    check_steps,
     frozen,
     unwrap,
 )
-from advaug.errors import DataError
+from advaug.attacks.unrestricted_result import UnrestrictedResult
+from advaug.config import (
+    UNRESTRICTED_PRESETS,
+    LatentOptimizer,
+    UnrestrictedConfig,
+    ZProximity,
+    unrestricted_preset,
+)
+from advaug.errors import ConfigError
 from advaug.log import get_logger, progress
 
 log = get_logger(__name__)
 
-OPTIMIZERS = ("adam", "sgd-noise")
-PROXIMITIES = ("hinge", "l2ball")
-FORMAT = "advaug.UnrestrictedResult"
-FORMAT_VERSION = 1
+OPTIMIZERS = get_args(LatentOptimizer)
+PROXIMITIES = get_args(ZProximity)
 
-#: The seed's settings (S, SEED-SPEC §4.4/§5.1): plain SGD with annealed gradient noise, λ = 0.1,
-#: lr 0.1, 500 steps, pixel noise ε = 0.1 in [-1, 1] units (0.05 here), no early stop. The seed's
-#: loss was a mean over a batch of 32, so each code got 1/32 of its own gradient: ``grad_div``.
-SEED_PRESET: dict[str, Any] = {
-    "targeted": False,
-    "optimizer": "sgd-noise",
-    "steps": 500,
-    "lr": 0.1,
-    "lambda1": 0.1,
-    "lambda2": 0.1,
-    "z_eps": 0.1,
-    "z_proximity": "hinge",
-    "noise_eps": 0.05,
-    "eta0": 0.01,
-    "gamma": 0.55,
-    "grad_div": 32.0,
-    "early_stop": False,
-}
-
-#: Song et al.'s code defaults (O, SEED-SPEC §5.2): λ1 = λ2 = 100, lr 1, 1000 steps, batch 64,
-#: no pixel noise. Set ``targeted=True`` for O's targeted attack.
-SONG_PRESET: dict[str, Any] = {
-    "targeted": False,
-    "optimizer": "sgd-noise",
-    "steps": 1000,
-    "lr": 1.0,
-    "lambda1": 100.0,
-    "lambda2": 100.0,
-    "z_eps": 0.1,
-    "z_proximity": "hinge",
-    "noise_eps": 0.0,
-    "eta0": 0.01,
-    "gamma": 0.55,
-    "grad_div": 64.0,
-    "early_stop": False,
-}
-
-#: The default for augmentation: Adam, at most 50 steps, per-sample early stopping. lr and λ were
-#: chosen on a toy problem (λ1 = 10 or lr = 0.01 stalled there); tune them on the real AC-GAN.
-FAST_PRESET: dict[str, Any] = {
-    "targeted": False,
-    "optimizer": "adam",
-    "steps": 50,
-    "lr": 0.05,
-    "lambda1": 1.0,
-    "lambda2": 1.0,
-    "z_eps": 0.1,
-    "z_proximity": "hinge",
-    "noise_eps": 0.0,
-    "early_stop": True,
-}
-
-PRESETS: dict[str, dict[str, Any]] = {"seed": SEED_PRESET, "song": SONG_PRESET, "fast": FAST_PRESET}
+#: The presets as settings: the seed's (SEED-SPEC §4.4/§5.1), Song et al.'s code defaults
+#: (SEED-SPEC §5.2) and the fast one for augmentation; their numbers and reasons are in
+#: :data:`advaug.config.UNRESTRICTED_PRESETS`.
+PRESETS: dict[str, UnrestrictedConfig] = UNRESTRICTED_PRESETS
+SEED = PRESETS["seed"]
+SONG = PRESETS["song"]
+FAST = PRESETS["fast"]
 
 
 # --------------------------------------------------------------------------- objective terms
@@ -139,156 +98,30 @@ def ac_loss(ac_logits: Tensor, source: Tensor) -> Tensor:
     return F.cross_entropy(ac_logits, source, reduction="none")
 
 
-# --------------------------------------------------------------------------- result
-
-
-@dataclass
-class UnrestrictedResult:
-    """Outcome of an unrestricted attack, one row per requested sample.
-
-    ``images`` include any pixel noise; ``steps`` is the number of updates behind each image (for
-    successes, the step at which it first succeeded); ``target`` is −1 when untargeted.
-    """
-
-    images: Tensor
-    z: Tensor
-    z0: Tensor
-    source: Tensor
-    target: Tensor
-    success: Tensor
-    steps: Tensor
-    clf_pred: Tensor
-    ac_pred: Tensor
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    _TENSORS = ("images", "z", "z0", "source", "target", "success", "steps", "clf_pred", "ac_pred")
-
-    def __len__(self) -> int:
-        return int(self.source.shape[0])
-
-    def _tensors(self) -> dict[str, Tensor]:
-        return {name: getattr(self, name) for name in self._TENSORS}
-
-    def select(self, index: Tensor) -> UnrestrictedResult:
-        """The rows picked by a bool mask or an index tensor."""
-        return UnrestrictedResult(
-            **{k: v[index.to(v.device)] for k, v in self._tensors().items()}, meta=dict(self.meta)
-        )
-
-    def successes(self) -> UnrestrictedResult:
-        """Only the successful rows."""
-        return self.select(self.success)
-
-    def failures(self) -> UnrestrictedResult:
-        """Only the failed rows."""
-        return self.select(~self.success)
-
-    def to(self, device: torch.device | str) -> UnrestrictedResult:
-        """A copy with every tensor on ``device``."""
-        return UnrestrictedResult(
-            **{k: v.to(device) for k, v in self._tensors().items()}, meta=dict(self.meta)
-        )
-
-    @property
-    def success_rate(self) -> float:
-        """Share of successful rows (nan when empty)."""
-        return float(self.success.float().mean()) if len(self) else math.nan
-
-    def steps_percentiles(
-        self, q: Sequence[float] = (50, 90, 99), successes_only: bool = True
-    ) -> dict[float, float]:
-        """Percentiles (in %) of the steps taken, over successes by default; nan when none."""
-        steps = self.steps[self.success] if successes_only else self.steps
-        if steps.numel() == 0:
-            return {p: math.nan for p in q}
-        qs = torch.tensor([p / 100 for p in q], dtype=torch.float64)
-        vals = torch.quantile(steps.double().cpu(), qs)
-        return {p: float(v) for p, v in zip(q, vals)}
-
-    def per_class_success(self, num_classes: int) -> Tensor:
-        """Success rate per source class, a float [num_classes] tensor; nan for absent classes."""
-        src = self.source.cpu()
-        total = torch.bincount(src, minlength=num_classes).double()
-        hits = torch.bincount(src[self.success.cpu()], minlength=num_classes).double()
-        rate = hits / total
-        return torch.where(total > 0, rate, torch.full_like(rate, math.nan))
-
-    @classmethod
-    def cat(cls, results: Sequence[UnrestrictedResult]) -> UnrestrictedResult:
-        """Rows of several results, in order (meta of the first)."""
-        if not results:
-            raise AttackInputError("cat needs at least one UnrestrictedResult")
-        names = cls._TENSORS
-        cols = {n: torch.cat([getattr(r, n) for r in results]) for n in names}
-        return cls(**cols, meta=dict(results[0].meta))
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write a safetensors file (no pickle) atomically; ``meta`` goes into its metadata."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self._tensors().items()}
-        header = {"format": FORMAT, "version": FORMAT_VERSION, "meta": self.meta}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"advaug": json.dumps(header)})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
-
-    @classmethod
-    def load(
-        cls, path: str | os.PathLike[str], device: torch.device | str = "cpu"
-    ) -> UnrestrictedResult:
-        """Read a file written by :meth:`save` (safetensors only; nothing is unpickled)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import safe_open
-
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"no unrestricted-attack result at {path}; check the path or rerun")
-        try:
-            with safe_open(str(path), framework="pt", device=str(device)) as f:
-                header = json.loads((f.metadata() or {}).get("advaug", "{}"))
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise DataError(
-                f"{path} is not a readable safetensors file ({exc}); rerun the attack"
-            ) from exc
-        missing = [n for n in cls._TENSORS if n not in tensors]
-        if header.get("format") != FORMAT or missing:
-            raise DataError(
-                f"{path} is not an advaug UnrestrictedResult file (missing {missing or 'header'})"
-            )
-        return cls(**{n: tensors[n] for n in cls._TENSORS}, meta=header.get("meta", {}))
-
-
 # --------------------------------------------------------------------------- attack
 
 
-_SETTINGS = (
-    "targeted",
-    "steps",
-    "lr",
-    "optimizer",
-    "lambda1",
-    "lambda2",
-    "z_eps",
-    "z_proximity",
-    "noise_eps",
-    "noise_lr",
-    "eta0",
-    "gamma",
-    "grad_div",
-    "betas",
-    "early_stop",
-    "compact",
-    "batch_size",
-)
+def _checked(cfg: UnrestrictedConfig, **changes: Any) -> UnrestrictedConfig:
+    """``cfg`` with ``changes``, validated; a bad value is an :class:`AttackInputError`."""
+    try:
+        cfg = cfg.replace(**changes)
+        cfg.validate()
+    except ConfigError as exc:
+        raise AttackInputError(str(exc)) from exc
+    return cfg
+
+
+class _Setting:
+    """``atk.<name>``: reads ``atk.cfg.<name>``; assigning replaces the config (validated)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, atk: Any, owner: type | None = None) -> Any:
+        return self if atk is None else getattr(atk.cfg, self.name)
+
+    def __set__(self, atk: Any, value: Any) -> None:
+        atk.cfg = _checked(atk.cfg, **{self.name: value})
 
 
 class _NullBar:
@@ -323,8 +156,79 @@ def _labels(value: Any, name: str, n: int | None, k: int, device: torch.device) 
     return t.to(device=device, dtype=torch.long)
 
 
+#: Keeps the pixel-noise gradient's norm away from 0 (a sample whose noise gradient vanishes).
+_NORM_EPS = 1e-12
+#: Adam's ε: the denominator's floor, as in torch.optim.Adam.
+_ADAM_EPS = 1e-8
+
+
+class _Forward(NamedTuple):
+    """One forward pass over the batch rows: the leaves z (and noise n) that gradients are taken
+    for, the rows' sources and targets, the image x̂ and the logits of f(x̂) and C(G(z, s))."""
+
+    z: Tensor
+    noise: Tensor | None
+    source: Tensor
+    target: Tensor
+    x_hat: Tensor
+    logits: Tensor
+    ac_logits: Tensor
+
+
+@dataclass
+class _Chunk:
+    """The search state of one chunk of rows.
+
+    ``z`` (and ``noise``) hold every row; ``work`` lists the rows in the forward batch (all of
+    them, or the unfinished ones when compacting) and ``live`` marks, per entry of ``work``, the
+    rows still being optimised.
+    """
+
+    z0: Tensor
+    src: Tensor
+    tgt: Tensor
+    z: Tensor
+    work: Tensor
+    live: Tensor
+    noise: Tensor | None = None  # pre-tanh pixel noise, created at the first forward pass
+    moments: dict[str, Tensor] = field(default_factory=dict)  # Adam's m and v per parameter
+    out: dict[str, Tensor] = field(default_factory=dict)  # the result rows, once shaped
+
+    @classmethod
+    def start(cls, z0: Tensor, src: Tensor, tgt: Tensor) -> _Chunk:
+        """z = z⁰; every row in the batch and live."""
+        b, device = z0.shape[0], z0.device
+        work = torch.arange(b, device=device)
+        live = torch.ones(b, dtype=torch.bool, device=device)
+        return cls(z0, src, tgt, z=z0.clone(), work=work, live=live)
+
+    def compact(self) -> None:
+        """Drop the finished rows from the forward batch."""
+        self.work = self.work[self.live]
+        self.live = torch.ones(self.work.shape[0], dtype=torch.bool, device=self.work.device)
+
+    def result(self) -> UnrestrictedResult:
+        """The chunk's rows as a result."""
+        out = self.out
+        return UnrestrictedResult(
+            images=out["images"],
+            z=out["z"],
+            z0=self.z0,
+            source=self.src,
+            target=self.tgt,
+            success=out["success"],
+            steps=out["steps"],
+            clf_pred=out["clf_pred"],
+            ac_pred=out["ac_pred"],
+        )
+
+
 class UnrestrictedAttack:
     """Latent-space attack: ``result = UnrestrictedAttack(G, D, f)(source, target=None, z=None)``.
+
+    Settings come as one :class:`~advaug.config.UnrestrictedConfig` (:meth:`from_config`); the
+    keyword form ``UnrestrictedAttack(G, D, f, steps=20)`` replaces fields of ``cfg`` (default:
+    the ``fast`` preset).
 
     ``G(z, y)`` returns [0, 1] images and has ``z_dim`` and ``num_classes``; ``D(x)`` returns
     ``(score, ac_logits)``; ``f(x)`` returns logits. All three run in eval mode with frozen
@@ -340,33 +244,72 @@ class UnrestrictedAttack:
     drops finished samples from the forward batch, which is only exact when G's samples do not
     depend on each other; auto turns it off for a generator with ``bn_stats == "batch"`` (the
     seed's batch-statistics BN), where finished samples stay in the batch, frozen.
+
+    Arguments:
+        generator (nn.Module): G(z, y), images in [0, 1], with int ``z_dim`` and ``num_classes``.
+        critic (nn.Module): D(x) = (critic score, AC-head logits over the K classes).
+        classifier (nn.Module): the attacked model f(x), logits over at least K classes.
+        cfg (UnrestrictedConfig): the settings (default: the ``fast`` preset).
+        rng (torch.Generator): draws z⁰ and the sgd-noise ξ (default: torch's global one).
+        show_progress (bool): a progress bar over the steps (default: True).
+        **overrides: fields of ``cfg`` to replace, e.g. ``steps=20``.
+
+    Shape:
+        - source: ``(N)`` class indices in [0, K), one search per entry.
+        - target: ``(N)`` classes t ≠ s, only when ``targeted``.
+        - z: ``(N, z_dim)`` initial codes z⁰ (default: fresh draws from N(0, I)).
+        - output: :class:`UnrestrictedResult` with N rows: ``images`` ``(N, C, H, W)`` as G
+          makes them; ``z``, ``z0`` ``(N, z_dim)``; ``source``, ``target``, ``success``,
+          ``steps``, ``clf_pred``, ``ac_pred`` ``(N)``.
+
+    Examples::
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from advaug.attacks import UnrestrictedAttack
+        >>> from advaug.models.gan import Critic, Generator
+        >>> _ = torch.manual_seed(0)
+        >>> G = Generator(z_dim=16, width=8, num_classes=4)  # G(z, y): images in [0, 1]
+        >>> D = Critic(width=8, num_classes=4)  # D(x) = (critic score, AC logits)
+        >>> f = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))  # any logits model
+        >>> atk = UnrestrictedAttack(G, D, f, steps=5, show_progress=False)  # fast preset, 5 steps
+        >>> result = atk(torch.tensor([0, 1, 2, 3]))  # one search per source class
+        >>> result.images.shape, result.z.shape, result.success.shape
+        (torch.Size([4, 3, 32, 32]), torch.Size([4, 16]), torch.Size([4]))
+        >>> bool((result.steps <= 5).all()), result.meta["optimizer"]
+        (True, 'adam')
+        >>> x_uae = result.successes().images  # the unrestricted adversarial examples
     """
+
+    # every setting reads as an attribute (atk.steps is atk.cfg.steps); assigning one re-validates
+    targeted = _Setting()
+    steps = _Setting()
+    lr = _Setting()
+    optimizer = _Setting()
+    lambda1 = _Setting()
+    lambda2 = _Setting()
+    z_eps = _Setting()
+    z_proximity = _Setting()
+    noise_eps = _Setting()
+    noise_lr = _Setting()
+    eta0 = _Setting()
+    gamma = _Setting()
+    grad_div = _Setting()
+    betas = _Setting()
+    early_stop = _Setting()
+    compact = _Setting()
+    batch_size = _Setting()
 
     def __init__(
         self,
         generator: nn.Module,
         critic: nn.Module,
         classifier: nn.Module,
+        cfg: UnrestrictedConfig | None = None,
         *,
-        targeted: bool = False,
-        steps: int = 50,
-        lr: float = 0.05,
-        optimizer: str = "adam",
-        lambda1: float = 1.0,
-        lambda2: float = 1.0,
-        z_eps: float = 0.1,
-        z_proximity: str = "hinge",
-        noise_eps: float = 0.0,
-        noise_lr: float | None = None,
-        eta0: float = 0.01,
-        gamma: float = 0.55,
-        grad_div: float = 1.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        early_stop: bool = True,
-        compact: bool | None = None,
-        batch_size: int = 256,
         rng: torch.Generator | None = None,
         show_progress: bool = True,
+        **overrides: Any,
     ) -> None:
         for name, mod in (("generator", generator), ("critic", critic), ("classifier", classifier)):
             if not isinstance(mod, nn.Module):
@@ -376,53 +319,51 @@ class UnrestrictedAttack:
                 raise AttackInputError(
                     f"the generator needs an int attribute {attr!r} (G(z, y) with z [N, z_dim])"
                 )
-        if optimizer not in OPTIMIZERS:
-            raise AttackInputError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-        if z_proximity not in PROXIMITIES:
-            raise AttackInputError(f"z_proximity must be one of {PROXIMITIES}, got {z_proximity!r}")
-        check_steps(steps, minimum=0)
-        check_steps(batch_size, "batch_size")
-        for name, value in (("lr", lr), ("grad_div", grad_div)):
-            check_nonneg(value, name)
-            if value == 0:
-                raise AttackInputError(f"{name} must be > 0, got {value!r}")
-        for name, value in (
-            ("lambda1", lambda1),
-            ("lambda2", lambda2),
-            ("z_eps", z_eps),
-            ("noise_eps", noise_eps),
-            ("eta0", eta0),
-            ("gamma", gamma),
-        ):
-            check_nonneg(value, name)
-        if noise_lr is not None:
-            check_nonneg(noise_lr, "noise_lr")
-        if not all(0 <= b < 1 for b in betas) or len(betas) != 2:
-            raise AttackInputError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        self.cfg = _checked(FAST if cfg is None else cfg, **overrides)
         if generator.num_classes < 2:
             raise AttackInputError("the generator must have at least 2 classes")
         self.generator = unwrap(generator)
         self.critic = unwrap(critic)
         self.classifier = unwrap(classifier)
-        self.targeted = bool(targeted)
-        self.steps = steps
-        self.lr = float(lr)
-        self.optimizer = optimizer
-        self.lambda1 = float(lambda1)
-        self.lambda2 = float(lambda2)
-        self.z_eps = float(z_eps)
-        self.z_proximity = z_proximity
-        self.noise_eps = float(noise_eps)
-        self.noise_lr = float(lr if noise_lr is None else noise_lr)
-        self.eta0 = float(eta0)
-        self.gamma = float(gamma)
-        self.grad_div = float(grad_div)
-        self.betas = (float(betas[0]), float(betas[1]))
-        self.early_stop = bool(early_stop)
-        self.compact = compact
-        self.batch_size = batch_size
         self.rng = rng
         self.show_progress = show_progress
+
+    @classmethod
+    def from_config(
+        cls,
+        generator: nn.Module,
+        critic: nn.Module,
+        classifier: nn.Module,
+        cfg: UnrestrictedConfig,
+        *,
+        rng: torch.Generator | None = None,
+        show_progress: bool = True,
+    ) -> UnrestrictedAttack:
+        """The attack with settings ``cfg`` (validated): the way settings enter the attack.
+
+        Shape:
+            - source: ``(N)``; target: ``(N)`` when ``cfg.targeted``; z: ``(N, z_dim)``.
+            - output: :class:`UnrestrictedResult` with N rows, images ``(N, C, H, W)``.
+
+        Examples::
+
+            >>> import torch
+            >>> from torch import nn
+            >>> from advaug.attacks import SEED, UnrestrictedAttack
+            >>> from advaug.models.gan import Critic, Generator
+            >>> _ = torch.manual_seed(0)
+            >>> G, D = Generator(z_dim=16, width=8, num_classes=4), Critic(width=8, num_classes=4)
+            >>> f = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))
+            >>> cfg = SEED.replace(steps=3, targeted=True)  # the seed's optimiser, aimed at t
+            >>> atk = UnrestrictedAttack.from_config(G, D, f, cfg, show_progress=False)
+            >>> source = torch.tensor([0, 1, 2])
+            >>> result = atk(source, (source + 1) % 4)
+            >>> result.target.tolist(), result.steps.tolist()  # no early stop in the seed preset
+            ([1, 2, 3], [3, 3, 3])
+            >>> result.images.shape
+            torch.Size([3, 3, 32, 32])
+        """
+        return cls(generator, critic, classifier, cfg, rng=rng, show_progress=show_progress)
 
     @classmethod
     def from_preset(
@@ -431,14 +372,23 @@ class UnrestrictedAttack:
         generator: nn.Module,
         critic: nn.Module,
         classifier: nn.Module,
+        *,
+        rng: torch.Generator | None = None,
+        show_progress: bool = True,
         **overrides: Any,
     ) -> UnrestrictedAttack:
-        """Build from ``"seed"``, ``"song"``, ``"fast"`` (or a dict of kwargs) plus overrides."""
+        """Build from ``"seed"``, ``"song"``, ``"fast"`` (or a dict of settings) plus overrides."""
         if isinstance(preset, str):
-            if preset not in PRESETS:
-                raise AttackInputError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
-            preset = PRESETS[preset]
-        return cls(generator, critic, classifier, **{**preset, **overrides})
+            try:
+                base = unrestricted_preset(preset)
+            except ConfigError as exc:
+                raise AttackInputError(str(exc)) from exc
+            changes = overrides
+        else:
+            base, changes = FAST, {**preset, **overrides}
+        return cls(
+            generator, critic, classifier, base, rng=rng, show_progress=show_progress, **changes
+        )
 
     @property
     def num_classes(self) -> int:
@@ -446,10 +396,10 @@ class UnrestrictedAttack:
         return int(self.generator.num_classes)
 
     def settings(self) -> dict[str, Any]:
-        """The attack's hyper-parameters (stored in every result's ``meta``)."""
-        keys = _SETTINGS
-        out = {k: getattr(self, k) for k in keys}
-        out["betas"] = list(self.betas)
+        """The attack's settings (stored in every result's ``meta``), ``noise_lr`` resolved."""
+        out = dataclasses.asdict(self.cfg)
+        out["noise_lr"] = self.cfg.effective_noise_lr
+        out["betas"] = list(self.cfg.betas)
         return out
 
     def __repr__(self) -> str:
@@ -499,6 +449,28 @@ class UnrestrictedAttack:
         z: Tensor | None = None,
     ) -> UnrestrictedResult:
         """Attack one sample per entry of ``source`` (any N; processed ``batch_size`` at a time)."""
+        src, tgt, z0 = self._inputs(source, target, z)
+        chunks = range(0, src.shape[0], self.batch_size)
+        results = []
+        bar: Any = _NullBar()
+        if self.show_progress:
+            bar = progress(total=len(chunks) * (self.steps + 1), desc="unrestricted", unit="step")
+        with frozen(self.generator, self.critic, self.classifier), bar:
+            for start in chunks:
+                sl = slice(start, start + self.batch_size)
+                results.append(self._attack_chunk(z0[sl], src[sl], tgt[sl], bar))
+        result = UnrestrictedResult.cat(results)
+        result.meta = {"attack": "unrestricted", **self.settings()}
+        log.debug(
+            "unrestricted attack: %d samples, success %.3f, median steps %s",
+            len(result),
+            result.success_rate,
+            result.steps_percentiles((50,))[50],
+        )
+        return result
+
+    def _inputs(self, source: Any, target: Any, z: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Checked sources, targets (−1 when untargeted) and initial codes z⁰ (drawn if None)."""
         device = _device_of(self.generator)
         k = self.num_classes
         src = _labels(source, "source", None, k, device)
@@ -519,33 +491,12 @@ class UnrestrictedAttack:
             tgt = torch.full_like(src, -1)
         d = int(self.generator.z_dim)
         if z is None:
-            z0 = self._randn((n, d), device)
-        else:
-            if not isinstance(z, Tensor) or z.shape != (n, d) or not z.is_floating_point():
-                raise AttackInputError(f"z must be a float tensor of shape [{n}, {d}]")
-            if not bool(torch.isfinite(z).all()):
-                raise AttackInputError("z must be finite")
-            z0 = z.detach().to(device=device, dtype=torch.float32).clone()
-
-        chunks = range(0, n, self.batch_size)
-        results = []
-        total = len(chunks) * (self.steps + 1)
-        bar: Any = _NullBar()
-        if self.show_progress:
-            bar = progress(total=total, desc="unrestricted", unit="step")
-        with frozen(self.generator, self.critic, self.classifier), bar:
-            for start in chunks:
-                sl = slice(start, start + self.batch_size)
-                results.append(self._attack_chunk(z0[sl], src[sl], tgt[sl], bar))
-        result = UnrestrictedResult.cat(results)
-        result.meta = {"attack": "unrestricted", **self.settings()}
-        log.debug(
-            "unrestricted attack: %d samples, success %.3f, median steps %s",
-            n,
-            result.success_rate,
-            result.steps_percentiles((50,))[50],
-        )
-        return result
+            return src, tgt, self._randn((n, d), device)
+        if not isinstance(z, Tensor) or z.shape != (n, d) or not z.is_floating_point():
+            raise AttackInputError(f"z must be a float tensor of shape [{n}, {d}]")
+        if not bool(torch.isfinite(z).all()):
+            raise AttackInputError("z must be finite")
+        return src, tgt, z.detach().to(device=device, dtype=torch.float32).clone()
 
     def _compacts(self) -> bool:
         """Whether finished samples leave the forward batch (see ``compact``)."""
@@ -554,133 +505,158 @@ class UnrestrictedAttack:
         return getattr(self.generator, "bn_stats", "running") != "batch"
 
     def _attack_chunk(self, z0: Tensor, src: Tensor, tgt: Tensor, bar: Any) -> UnrestrictedResult:
-        """Optimise one chunk; a sample stops when it succeeds (and leaves the batch if compact)."""
-        b = z0.shape[0]
-        device = z0.device
+        """Search one chunk: at each step t = 0..steps, judge the images, retire the rows that
+        are done, and move the others by one optimiser step.
+
+        A row is done when it succeeds (with ``early_stop``) or at t = ``steps``; its recorded
+        image, code and predictions are those of the step at which it finished.
+        """
+        run = _Chunk.start(z0, src, tgt)
         compact = self._compacts()
-        z = z0.clone()
-        use_noise = self.noise_eps > 0
-        noise: Tensor | None = None
-        state: dict[str, Tensor] = {}
-        out: dict[str, Tensor] = {}
-        work = torch.arange(b, device=device)  # rows of the chunk in the forward batch
-        live = torch.ones(b, dtype=torch.bool, device=device)  # per row of work: still optimising
         for t in range(self.steps + 1):
             last = t == self.steps
-            za = z[work].detach().requires_grad_(True)
-            sa, ta = src[work], tgt[work]
-            na: Tensor | None = None
-            with torch.enable_grad():
-                clean = self.generator(za, sa)
-                x_hat = clean
-                if use_noise:
-                    if noise is None:
-                        noise = torch.zeros((b, *clean.shape[1:]), device=device)
-                    na = noise[work].detach().requires_grad_(True)
-                    x_hat = torch.clamp(clean + self.noise_eps * torch.tanh(na), 0.0, 1.0)
-                logits = self.classifier(x_hat)
-                ac_logits = self._ac_logits(clean)
-            if not out:
-                if logits.dim() != 2 or logits.shape[1] < self.num_classes:
-                    raise AttackInputError(
-                        f"the classifier must return [B, {self.num_classes}] logits, "
-                        f"got {tuple(logits.shape)}"
-                    )
-                out = {
-                    "images": torch.empty((b, *x_hat.shape[1:]), device=device),
-                    "z": torch.empty_like(z0),
-                    "success": torch.zeros(b, dtype=torch.bool, device=device),
-                    "steps": torch.zeros(b, dtype=torch.long, device=device),
-                    "clf_pred": torch.zeros(b, dtype=torch.long, device=device),
-                    "ac_pred": torch.zeros(b, dtype=torch.long, device=device),
-                }
+            fwd = self._forward(run)
+            if not run.out:
+                run.out = self._outputs(run, fwd)
             if self.early_stop or last:
-                with torch.no_grad():
-                    clf_pred = logits.argmax(dim=1)
-                    ac_src = self._ac_logits(x_hat) if na is not None else ac_logits
-                    ac_pred = ac_src.argmax(dim=1)
-                    fooled = clf_pred == ta if self.targeted else clf_pred != sa
-                    success = fooled & (ac_pred == sa)
-                    done = live if last else live & success
-                    if bool(done.any()):
-                        rows = work[done]
-                        out["images"][rows] = x_hat[done].detach().float()
-                        out["z"][rows] = za[done].detach()
-                        out["success"][rows] = success[done]
-                        out["steps"][rows] = t
-                        out["clf_pred"][rows] = clf_pred[done]
-                        out["ac_pred"][rows] = ac_pred[done]
-                    live = live & ~done
+                self._retire(run, fwd, t, last)
             bar.update(1)
-            if last or not bool(live.any()):
+            if last or not bool(run.live.any()):
                 bar.update(self.steps - t)
                 break
-            with torch.enable_grad():
-                terms = self.objective(logits, ac_logits, za, z0[work], sa, ta)
-                wrt = [za] if na is None else [za, na]
-                total = terms["total"][live].sum()
-                check_finite(total, "unrestricted-attack objective (classifier, G or D output)")
-                grads = torch.autograd.grad(total, wrt)
-            rows = work[live]
-            gz = grads[0][live]
-            gn = grads[1][live] if na is not None else None
-            self._update(t, rows, z, gz, noise, gn, state)
+            self._descend(run, fwd, t)
             if compact:
-                work = rows
-                live = torch.ones(rows.shape[0], dtype=torch.bool, device=device)
-        return UnrestrictedResult(
-            images=out["images"],
-            z=out["z"],
-            z0=z0,
-            source=src,
-            target=tgt,
-            success=out["success"],
-            steps=out["steps"],
-            clf_pred=out["clf_pred"],
-            ac_pred=out["ac_pred"],
-        )
+                run.compact()
+        return run.result()
+
+    def _forward(self, run: _Chunk) -> _Forward:
+        """The batch rows' images and logits, in grad mode w.r.t. z (and the pixel noise n).
+
+        x̂ = clip(G(z, s) + noise_eps·tanh(n), 0, 1) (x̂ = G(z, s) without noise); the classifier
+        sees x̂, the AC head the noise-free G(z, s). n starts at 0 on the first step.
+        """
+        b = run.z0.shape[0]
+        z = run.z[run.work].detach().requires_grad_(True)
+        source, target = run.src[run.work], run.tgt[run.work]
+        noise: Tensor | None = None
+        with torch.enable_grad():
+            clean = self.generator(z, source)
+            x_hat = clean
+            if self.noise_eps > 0:
+                if run.noise is None:
+                    run.noise = torch.zeros((b, *clean.shape[1:]), device=run.z0.device)
+                noise = run.noise[run.work].detach().requires_grad_(True)
+                x_hat = torch.clamp(clean + self.noise_eps * torch.tanh(noise), 0.0, 1.0)
+            logits = self.classifier(x_hat)
+            ac_logits = self._ac_logits(clean)
+        return _Forward(z, noise, source, target, x_hat, logits, ac_logits)
+
+    def _outputs(self, run: _Chunk, fwd: _Forward) -> dict[str, Tensor]:
+        """Empty result rows for the whole chunk, shaped after the first forward pass."""
+        logits, b, device = fwd.logits, run.z0.shape[0], run.z0.device
+        if logits.dim() != 2 or logits.shape[1] < self.num_classes:
+            raise AttackInputError(
+                f"the classifier must return [B, {self.num_classes}] logits, "
+                f"got {tuple(logits.shape)}"
+            )
+        return {
+            "images": torch.empty((b, *fwd.x_hat.shape[1:]), device=device),
+            "z": torch.empty_like(run.z0),
+            "success": torch.zeros(b, dtype=torch.bool, device=device),
+            "steps": torch.zeros(b, dtype=torch.long, device=device),
+            "clf_pred": torch.zeros(b, dtype=torch.long, device=device),
+            "ac_pred": torch.zeros(b, dtype=torch.long, device=device),
+        }
 
     @torch.no_grad()
-    def _update(
-        self,
-        t: int,
-        rows: Tensor,
-        z: Tensor,
-        gz: Tensor,
-        noise: Tensor | None,
-        gn: Tensor | None,
-        state: dict[str, Tensor],
-    ) -> None:
-        """One optimiser step on rows ``rows`` of the full-size z (and noise) tensors."""
+    def _judge(self, fwd: _Forward) -> tuple[Tensor, Tensor, Tensor]:
+        """Per batch row: success, f's prediction and C's prediction, all on the final image x̂.
+
+        Success = f fooled (argmax f(x̂) ≠ s; = t when targeted) and argmax C(x̂) = s.
+        """
+        clf_pred = fwd.logits.argmax(dim=1)
+        ac_logits = self._ac_logits(fwd.x_hat) if fwd.noise is not None else fwd.ac_logits
+        ac_pred = ac_logits.argmax(dim=1)
+        fooled = clf_pred == fwd.target if self.targeted else clf_pred != fwd.source
+        return fooled & (ac_pred == fwd.source), clf_pred, ac_pred
+
+    @torch.no_grad()
+    def _retire(self, run: _Chunk, fwd: _Forward, t: int, last: bool) -> None:
+        """Record the live rows that are done at step t (the successful ones; all at the last
+        step) in the result, and stop optimising them."""
+        success, clf_pred, ac_pred = self._judge(fwd)
+        done = run.live if last else run.live & success
+        if bool(done.any()):
+            rows = run.work[done]
+            run.out["images"][rows] = fwd.x_hat[done].detach().float()
+            run.out["z"][rows] = fwd.z[done].detach()
+            run.out["success"][rows] = success[done]
+            run.out["steps"][rows] = t
+            run.out["clf_pred"][rows] = clf_pred[done]
+            run.out["ac_pred"][rows] = ac_pred[done]
+        run.live = run.live & ~done
+
+    def _descend(self, run: _Chunk, fwd: _Forward, t: int) -> None:
+        """One optimiser step for the live rows, each along the gradient of its own ℓ.
+
+        The gradient is that of Σ_live ℓ_i, a sum and not a mean, so that no row's step depends
+        on how many rows are still live (the seed's batch mean is what ``grad_div`` emulates).
+        """
+        with torch.enable_grad():
+            z0 = run.z0[run.work]
+            terms = self.objective(fwd.logits, fwd.ac_logits, fwd.z, z0, fwd.source, fwd.target)
+            wrt = [fwd.z] if fwd.noise is None else [fwd.z, fwd.noise]
+            total = terms["total"][run.live].sum()
+            check_finite(total, "unrestricted-attack objective (classifier, G or D output)")
+            grads = torch.autograd.grad(total, wrt)
+        rows = run.work[run.live]
+        gz = grads[0][run.live]
+        gn = grads[1][run.live] if fwd.noise is not None else None
         if self.optimizer == "sgd-noise":
-            sigma = math.sqrt(self.eta0 / (1 + t) ** self.gamma)
-            xi = self._randn(tuple(gz.shape), gz.device) * sigma
-            z[rows] = z[rows] - self.lr * (gz / self.grad_div + xi)
-            if noise is not None and gn is not None:
-                norm = gn.flatten(1).square().sum(dim=1).add(1e-12).sqrt()
-                gn_unit = gn / norm.view(-1, *([1] * (gn.dim() - 1)))
-                noise[rows] = noise[rows] - self.noise_lr * gn_unit
-            return
+            self._sgd_noise_step(t, rows, run, gz, gn)
+        else:
+            self._adam_step(t, rows, run, gz, gn)
+
+    @torch.no_grad()
+    def _sgd_noise_step(
+        self, t: int, rows: Tensor, run: _Chunk, gz: Tensor, gn: Tensor | None
+    ) -> None:
+        """The seed's rule on rows ``rows``: z ← z − lr·(∇_z ℓ / grad_div + ξ_t) with
+        ξ_t ~ N(0, σ_t² I), σ_t² = eta0 / (1 + t)^gamma; the pixel noise takes a step of
+        length noise_lr along its normalised gradient, n ← n − noise_lr·g / ‖g‖."""
+        sigma = math.sqrt(self.eta0 / (1 + t) ** self.gamma)
+        xi = self._randn(tuple(gz.shape), gz.device) * sigma
+        run.z[rows] = run.z[rows] - self.lr * (gz / self.grad_div + xi)
+        if run.noise is not None and gn is not None:
+            norm = gn.flatten(1).square().sum(dim=1).add(_NORM_EPS).sqrt()
+            gn_unit = gn / norm.view(-1, *([1] * (gn.dim() - 1)))
+            run.noise[rows] = run.noise[rows] - self.cfg.effective_noise_lr * gn_unit
+
+    @torch.no_grad()
+    def _adam_step(self, t: int, rows: Tensor, run: _Chunk, gz: Tensor, gn: Tensor | None) -> None:
+        """Adam on rows ``rows`` of z (and n), moments kept per row: m ← β1·m + (1−β1)·g,
+        v ← β2·v + (1−β2)·g², p ← p − lr·m̂ / (√v̂ + ε) with m̂, v̂ bias-corrected for step t+1."""
         b1, b2 = self.betas
-        params = [("z", z, gz, self.lr)]
-        if noise is not None and gn is not None:
-            params.append(("n", noise, gn, self.noise_lr))
+        params = [("z", run.z, gz, self.lr)]
+        if run.noise is not None and gn is not None:
+            params.append(("n", run.noise, gn, self.cfg.effective_noise_lr))
         for name, p, g, lr in params:
-            m = state.setdefault(f"m_{name}", torch.zeros_like(p))
-            v = state.setdefault(f"v_{name}", torch.zeros_like(p))
+            m = run.moments.setdefault(f"m_{name}", torch.zeros_like(p))
+            v = run.moments.setdefault(f"v_{name}", torch.zeros_like(p))
             m_r = m[rows].mul_(b1).add_(g, alpha=1 - b1)
             v_r = v[rows].mul_(b2).addcmul_(g, g, value=1 - b2)
             m[rows], v[rows] = m_r, v_r
             m_hat = m_r / (1 - b1 ** (t + 1))
             v_hat = v_r / (1 - b2 ** (t + 1))
-            p[rows] = p[rows] - lr * m_hat / (v_hat.sqrt() + 1e-8)
+            p[rows] = p[rows] - lr * m_hat / (v_hat.sqrt() + _ADAM_EPS)
 
 
 __all__ = [
-    "FAST_PRESET",
+    "FAST",
     "PRESETS",
-    "SEED_PRESET",
-    "SONG_PRESET",
+    "SEED",
+    "SONG",
+    "UnrestrictedConfig",
     "UnrestrictedAttack",
     "UnrestrictedResult",
     "ac_loss",

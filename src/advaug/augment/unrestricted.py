@@ -11,6 +11,12 @@ refresh, which keeps the pool diverse.
 ``seed``: the seed's schedule for comparison: every batch attacks fresh codes for the batch's
 labels with the seed's optimiser (SGD with annealed gradient noise) for ``steps`` steps. The
 seed's bugs stay fixed: fresh z⁰ per batch, and only successful, AC-agreeing samples are used.
+
+The attack's settings come from :meth:`~advaug.config.UnrestrictedAugConfig.attack_config`. In
+``seed`` mode only ``steps`` and ``attack_batch`` are read from the section; everything else is
+the ``seed`` preset's (sgd-noise, lr 0.1, λ1 = λ2 = 0.1, z_eps 0.1, pixel noise 0.05,
+grad_div 32, no early stop), whatever ``optimizer``, ``lr``, ``lambda1``, ``lambda2``,
+``z_eps`` and ``noise_eps`` say.
 """
 
 from __future__ import annotations
@@ -20,9 +26,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from advaug.attacks.unrestricted import SEED_PRESET, UnrestrictedAttack
+from advaug.attacks.unrestricted import UnrestrictedAttack
 from advaug.augment.base import Technique
 from advaug.config import UnrestrictedAugConfig
+
+#: The technique's random stream (pool labels, fresh codes z⁰, sgd-noise, pool sampling) must not
+#: coincide with the other streams seeded from the same run seed (the FGSM technique uses
+#: seed + 101 and + 102, the GAN technique seed + 202), so it starts at an offset of its own.
+#: Each rank adds a prime stride, so that ranks attack their pool shares with independent codes.
+#: Both numbers are part of every unrestricted run's results: changing them changes the runs.
+STREAM_OFFSET = 303
+RANK_STRIDE = 7919
+
+
+def technique_seed(seed: int, rank: int = 0) -> int:
+    """The seed of rank ``rank``'s unrestricted-technique stream, for the run seed ``seed``."""
+    return seed + STREAM_OFFSET + RANK_STRIDE * rank
 
 
 class UnrestrictedTechnique(Technique):
@@ -43,7 +62,7 @@ class UnrestrictedTechnique(Technique):
         self.k = self.g.num_classes
         self.device = device
         self.rng = torch.Generator(device=device)
-        self.rng.manual_seed(seed + 303 + 7919 * rank)  # every rank attacks its own pool share
+        self.rng.manual_seed(technique_seed(seed, rank))
         self.size = max(1, cfg.pool_size // world_size)
         self.images = torch.zeros(0, device=device)
         self.labels = torch.zeros(self.size, dtype=torch.long, device=device)
@@ -55,24 +74,10 @@ class UnrestrictedTechnique(Technique):
         self.stats = {"attacked": 0, "succeeded": 0, "steps_sum": 0}
 
     def _attack(self, model: nn.Module, labels: torch.Tensor):
-        c = self.cfg
-        kwargs = dict(
-            steps=c.steps,
-            lr=c.lr,
-            optimizer=c.optimizer,
-            lambda1=c.lambda1,
-            lambda2=c.lambda2,
-            z_eps=c.z_eps,
-            noise_eps=c.noise_eps,
-            early_stop=True,
-            batch_size=c.attack_batch,
-            rng=self.rng,
-            show_progress=False,
+        atk = UnrestrictedAttack.from_config(
+            self.g, self.d, model, self.cfg.attack_config(), rng=self.rng, show_progress=False
         )
-        if c.mode == "seed":
-            kwargs = {**SEED_PRESET, **{k: kwargs[k] for k in ("steps", "batch_size", "rng")}}
-            kwargs["show_progress"] = False
-        res = UnrestrictedAttack(self.g, self.d, model, **kwargs)(labels)
+        res = atk(labels)
         self.stats["attacked"] += len(res)
         self.stats["succeeded"] += int(res.success.sum())
         self.stats["steps_sum"] += int(res.steps.sum())
@@ -84,12 +89,13 @@ class UnrestrictedTechnique(Technique):
             idx = torch.arange(self.size, device=self.device)
             perm = torch.randperm(self.size, generator=self.rng, device=self.device)
             self.labels = (perm % self.k).long()
-            self.images = torch.zeros(self.size, 3, 32, 32, device=self.device)
         else:
             n = max(1, int(round(self.cfg.refresh_fraction * self.size)))
             idx = (self.pointer + torch.arange(n, device=self.device)) % self.size
             self.pointer = int((self.pointer + n) % self.size)
         res = self._attack(model, self.labels[idx])
+        if self.images.numel() == 0:  # images shaped like the generator's output
+            self.images = torch.zeros((self.size, *res.images.shape[1:]), device=self.device)
         self.images[idx] = res.images.to(self.images.dtype)
         self.z[idx] = res.z.to(self.z.dtype)
         self.valid[idx] = res.success.to(self.device)

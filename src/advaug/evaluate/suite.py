@@ -98,9 +98,8 @@ def evaluate_model(
             f"({gx.shape[0]}), fixed latents seed {seed}",
         )
     if gan is not None and cfg.uae_samples:
-        res = run_uae(
-            gan.generator, gan.critic, model, cfg.uae_samples, steps=cfg.uae_steps, seed=seed
-        )
+        attack = cfg.uae_attack()
+        res = run_uae(gan.generator, gan.critic, model, cfg.uae_samples, attack, seed=seed)
         proto = (
             f"untargeted latent attack (fast preset: Adam, early stop), {cfg.uae_steps} steps, "
             f"{cfg.uae_samples} balanced sources, seed {seed}; success = f wrong and AC = source"

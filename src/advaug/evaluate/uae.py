@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from advaug.attacks import PRESETS, UnrestrictedAttack, UnrestrictedResult
+from advaug.attacks import UnrestrictedAttack, UnrestrictedConfig, UnrestrictedResult
+from advaug.config import unrestricted_preset
 from advaug.evaluate.accuracy import predict, to_float
 from advaug.imaging import save_grid
 from advaug.log import get_logger
@@ -36,29 +37,34 @@ def balanced_sources(n: int, num_classes: int, seed: int, device: torch.device) 
     return labels[torch.randperm(n, generator=g)].to(device)
 
 
+#: The attack's codes z⁰ are drawn from ``seed + ATTACK_STREAM``, apart from the stream ``seed``
+#: that orders the sources, so that changing one does not shift the other.
+ATTACK_STREAM = 1
+
+
 def run_uae(
     generator: nn.Module,
     critic: nn.Module,
     classifier: nn.Module,
     n: int,
+    attack: UnrestrictedConfig | str = "fast",
     *,
-    steps: int,
-    preset: str = "fast",
-    targeted: bool = False,
     seed: int = 0,
-    batch_size: int = 256,
-    **overrides: Any,
+    **changes: Any,
 ) -> UnrestrictedResult:
-    """Attack ``n`` fresh codes (balanced sources, seeded) against ``classifier``."""
+    """Attack ``n`` fresh codes (balanced sources, seeded) against ``classifier``.
+
+    ``attack`` is the settings, or a preset name; ``changes`` replace some of them
+    (``steps=20``). A targeted attack aims at t = (s + 1) mod K.
+    """
+    cfg = unrestricted_preset(attack) if isinstance(attack, str) else attack
+    cfg = cfg.replace(**changes)
     device = next(generator.parameters()).device
     k = generator.num_classes
     src = balanced_sources(n, k, seed, device)
-    tgt = (src + 1) % k if targeted else None
-    rng = torch.Generator(device=device).manual_seed(seed + 1)
-    kwargs = {**PRESETS[preset], "steps": steps, "targeted": targeted, **overrides}
-    atk = UnrestrictedAttack(
-        generator, critic, classifier, batch_size=batch_size, rng=rng, **kwargs
-    )
+    tgt = (src + 1) % k if cfg.targeted else None
+    rng = torch.Generator(device=device).manual_seed(seed + ATTACK_STREAM)
+    atk = UnrestrictedAttack.from_config(generator, critic, classifier, cfg, rng=rng)
     return atk(src, tgt)
 
 
@@ -210,16 +216,8 @@ def attack_command(
             f"the classifier has {model.num_classes} classes but the GAN has "
             f"{pair.generator.num_classes}; use a GAN trained on the same dataset"
         )
-    result = run_uae(
-        pair.generator,
-        pair.critic,
-        model,
-        num,
-        steps=steps,
-        preset=preset,
-        targeted=targeted,
-        seed=seed,
-    )
+    attack = unrestricted_preset(preset, steps=steps, targeted=targeted)
+    result = run_uae(pair.generator, pair.critic, model, num, attack, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     result.meta.update({"classifier": str(checkpoint), "gan": str(gan), "seed": seed})
     data_path = result.save(out / "uae.safetensors")

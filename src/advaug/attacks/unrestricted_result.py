@@ -1,0 +1,155 @@
+"""The outcome of an unrestricted attack: one row per requested sample, saved as safetensors.
+
+Rows hold the returned image x̂ (pixel noise included), the final and initial codes z and z⁰, the
+source s and target t (−1 when untargeted), the success flag, the steps behind the image and
+what f and the AC head C predict for x̂. The file format is safetensors (no pickle) with the
+``meta`` dict as JSON in its metadata, under the header ``FORMAT`` / ``FORMAT_VERSION``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from advaug.attacks.base import AttackInputError
+from advaug.errors import DataError
+
+FORMAT = "advaug.UnrestrictedResult"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class UnrestrictedResult:
+    """Outcome of an unrestricted attack, one row per requested sample.
+
+    ``images`` include any pixel noise; ``steps`` is the number of updates behind each image (for
+    successes, the step at which it first succeeded); ``target`` is −1 when untargeted.
+    """
+
+    images: Tensor
+    z: Tensor
+    z0: Tensor
+    source: Tensor
+    target: Tensor
+    success: Tensor
+    steps: Tensor
+    clf_pred: Tensor
+    ac_pred: Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    _TENSORS = ("images", "z", "z0", "source", "target", "success", "steps", "clf_pred", "ac_pred")
+
+    def __len__(self) -> int:
+        return int(self.source.shape[0])
+
+    def _tensors(self) -> dict[str, Tensor]:
+        return {name: getattr(self, name) for name in self._TENSORS}
+
+    def select(self, index: Tensor) -> UnrestrictedResult:
+        """The rows picked by a bool mask or an index tensor."""
+        return UnrestrictedResult(
+            **{k: v[index.to(v.device)] for k, v in self._tensors().items()}, meta=dict(self.meta)
+        )
+
+    def successes(self) -> UnrestrictedResult:
+        """Only the successful rows."""
+        return self.select(self.success)
+
+    def failures(self) -> UnrestrictedResult:
+        """Only the failed rows."""
+        return self.select(~self.success)
+
+    def to(self, device: torch.device | str) -> UnrestrictedResult:
+        """A copy with every tensor on ``device``."""
+        return UnrestrictedResult(
+            **{k: v.to(device) for k, v in self._tensors().items()}, meta=dict(self.meta)
+        )
+
+    @property
+    def success_rate(self) -> float:
+        """Share of successful rows (nan when empty)."""
+        return float(self.success.float().mean()) if len(self) else math.nan
+
+    def steps_percentiles(
+        self, q: Sequence[float] = (50, 90, 99), successes_only: bool = True
+    ) -> dict[float, float]:
+        """Percentiles (in %) of the steps taken, over successes by default; nan when none."""
+        steps = self.steps[self.success] if successes_only else self.steps
+        if steps.numel() == 0:
+            return {p: math.nan for p in q}
+        qs = torch.tensor([p / 100 for p in q], dtype=torch.float64)
+        vals = torch.quantile(steps.double().cpu(), qs)
+        return {p: float(v) for p, v in zip(q, vals)}
+
+    def per_class_success(self, num_classes: int) -> Tensor:
+        """Success rate per source class, a float [num_classes] tensor; nan for absent classes."""
+        src = self.source.cpu()
+        total = torch.bincount(src, minlength=num_classes).double()
+        hits = torch.bincount(src[self.success.cpu()], minlength=num_classes).double()
+        rate = hits / total
+        return torch.where(total > 0, rate, torch.full_like(rate, math.nan))
+
+    @classmethod
+    def cat(cls, results: Sequence[UnrestrictedResult]) -> UnrestrictedResult:
+        """Rows of several results, in order (meta of the first)."""
+        if not results:
+            raise AttackInputError("cat needs at least one UnrestrictedResult")
+        names = cls._TENSORS
+        cols = {n: torch.cat([getattr(r, n) for r in results]) for n in names}
+        return cls(**cols, meta=dict(results[0].meta))
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write a safetensors file (no pickle) atomically; ``meta`` goes into its metadata."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self._tensors().items()}
+        header = {"format": FORMAT, "version": FORMAT_VERSION, "meta": self.meta}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"advaug": json.dumps(header)})
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], device: torch.device | str = "cpu"
+    ) -> UnrestrictedResult:
+        """Read a file written by :meth:`save` (safetensors only; nothing is unpickled)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"no unrestricted-attack result at {path}; check the path or rerun")
+        try:
+            with safe_open(str(path), framework="pt", device=str(device)) as f:
+                header = json.loads((f.metadata() or {}).get("advaug", "{}"))
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise DataError(
+                f"{path} is not a readable safetensors file ({exc}); rerun the attack"
+            ) from exc
+        missing = [n for n in cls._TENSORS if n not in tensors]
+        if header.get("format") != FORMAT or missing:
+            raise DataError(
+                f"{path} is not an advaug UnrestrictedResult file (missing {missing or 'header'})"
+            )
+        return cls(**{n: tensors[n] for n in cls._TENSORS}, meta=header.get("meta", {}))
+
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "UnrestrictedResult"]

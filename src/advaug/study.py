@@ -503,7 +503,7 @@ def _evaluate_all(cfg: StudyConfig, out: Path, splits: Splits, pair, reference) 
                 pair.critic,
                 base,
                 cfg.evaluate.uae_samples,
-                steps=cfg.evaluate.uae_steps,
+                cfg.evaluate.uae_attack(),
                 seed=cfg.seed + TRANSFER_SEED,
             )
             transfer.meta["key"] = key
@@ -559,7 +559,7 @@ def _evaluate_all(cfg: StudyConfig, out: Path, splits: Splits, pair, reference) 
                 pair.critic,
                 model,
                 UAE_GRID_PAIRS,
-                steps=cfg.evaluate.uae_steps,
+                cfg.evaluate.uae_attack(),
                 seed=seed,
             )
             pair_grid(pair.generator, uae, out / "grids" / f"uae-{name}.png")

@@ -112,7 +112,10 @@ def check_steps(steps: int, name: str = "steps", minimum: int = 1) -> None:
 def per_sample(value: EpsLike, images: Tensor, name: str = "eps") -> Tensor:
     """A float or a [B] tensor as a [B, 1, 1, 1] tensor on ``images``' device and dtype."""
     b = images.shape[0]
-    t = torch.as_tensor(value, dtype=images.dtype, device=images.device)
+    if isinstance(value, int | float):  # a fill on the device: no host-to-device copy (sync)
+        t = torch.full((), float(value), dtype=images.dtype, device=images.device)
+    else:
+        t = torch.as_tensor(value, dtype=images.dtype, device=images.device)
     if t.dim() == 0:
         t = t.expand(b)
     elif t.shape != (b,):
@@ -121,6 +124,22 @@ def per_sample(value: EpsLike, images: Tensor, name: str = "eps") -> Tensor:
             f"got shape {tuple(t.shape)}"
         )
     return t.view(b, *([1] * (images.dim() - 1)))
+
+
+@contextmanager
+def fixed_cudnn_algorithms() -> Iterator[None]:
+    """``torch.backends.cudnn.benchmark`` off inside, restored after.
+
+    With benchmarking on, every new input shape re-times every convolution. An attack that
+    compacts finished samples out of its batch (the unrestricted attack) sees a new shape at
+    almost every step, so it runs on cuDNN's heuristics instead.
+    """
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def uniform_like(images: Tensor, rng: torch.Generator | None) -> Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -11,6 +13,7 @@ from advaug.attacks.base import (
     EpsLike,
     check_nonneg,
     check_steps,
+    fixed_cudnn_algorithms,
     input_grad,
     per_sample,
     project,
@@ -77,6 +80,11 @@ class PGD(Attack):
         best = images.clone()
         best_value = torch.full((n,), -float("inf"), device=images.device)
         fooled = torch.zeros(n, dtype=torch.bool, device=images.device)
+        with fixed_cudnn_algorithms() if self.restarts > 1 else contextlib.nullcontext():
+            return self._restarts(images, labels, eps, alpha, best, best_value, fooled)
+
+    def _restarts(self, images, labels, eps, alpha, best, best_value, fooled) -> Tensor:
+        """Each restart attacks the samples not fooled yet (a smaller batch each time)."""
         for _ in range(self.restarts):
             idx = (~fooled).nonzero().squeeze(1)
             if idx.numel() == 0:

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from advaug.attacks.base import (
     AttackInputError,
     check_finite,
+    fixed_cudnn_algorithms,
     frozen,
     unwrap,
 )
@@ -455,7 +456,8 @@ class UnrestrictedAttack:
         bar: Any = _NullBar()
         if self.show_progress:
             bar = progress(total=len(chunks) * (self.steps + 1), desc="unrestricted", unit="step")
-        with frozen(self.generator, self.critic, self.classifier), bar:
+        # finished samples leave the batch: a new shape at almost every step, no cuDNN autotuning
+        with frozen(self.generator, self.critic, self.classifier), fixed_cudnn_algorithms(), bar:
             for start in chunks:
                 sl = slice(start, start + self.batch_size)
                 results.append(self._attack_chunk(z0[sl], src[sl], tgt[sl], bar))

@@ -13,6 +13,9 @@ handed to T and the other n_c = B − n_a stay clean; in ``append`` mode all B s
 adds n_a more. A technique may return fewer than it was asked for (a filter, a pool that is
 still warming up); the formula then uses the actual n_a.
 
+A filtering technique may return ``(x_aug, y_aug, keep)`` instead: every row stays (fixed
+shapes, no host sync on a GPU) and the rows where ``keep`` is false carry no loss.
+
 Why one interface: the training loop stays one screen long, every technique is tested the same
 way, and the study can swap techniques by name.
 """
@@ -88,7 +91,7 @@ def forward_mixed(
     model: nn.Module,
     x_clean: torch.Tensor,
     y_clean: torch.Tensor,
-    aug: tuple[torch.Tensor, torch.Tensor] | None,
+    aug: tuple[torch.Tensor, ...] | None,
     *,
     weight: float,
     bn: str,
@@ -96,6 +99,9 @@ def forward_mixed(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Forward the clean and augmented parts (jointly, or in separate BN passes) → loss, stats.
 
+    ``aug`` is ``(x_a, y_a)``, or ``(x_a, y_a, keep)`` from a technique that filters its
+    examples: rows where the bool mask ``keep`` is false stay in the batch (a fixed shape, no
+    host sync) but carry no loss, and n_a counts the kept rows.
     The stats are detached device tensors (sums and counts), so the step never waits on the GPU.
     """
     n_c = x_clean.shape[0]
@@ -103,18 +109,22 @@ def forward_mixed(
         logits_c = model(x_clean)
         logits_a, y_a = None, None
     else:
-        x_a, y_a = aug
+        x_a, y_a = aug[0], aug[1]
         if bn == "joint":
             logits = model(torch.cat([x_clean, x_a.to(x_clean.dtype)]))
             logits_c, logits_a = logits[:n_c], logits[n_c:]
         else:
             logits_c = model(x_clean) if n_c else None
             logits_a = model(x_a)
-    n_a = 0 if logits_a is None else logits_a.shape[0]
     zero = x_clean.new_zeros(())
     loss_c = (
         F.cross_entropy(logits_c.float(), y_clean, label_smoothing=label_smoothing) if n_c else zero
     )
+    if logits_a is not None and len(aug) == 3:
+        return _masked_mixed(
+            logits_c, y_clean, loss_c, logits_a, y_a, aug[2], weight, label_smoothing
+        )
+    n_a = 0 if logits_a is None else logits_a.shape[0]
     loss_a = (
         F.cross_entropy(logits_a.float(), y_a, label_smoothing=label_smoothing) if n_a else None
     )
@@ -125,5 +135,33 @@ def forward_mixed(
         "clean_n": x_clean.new_full((), n_c, dtype=torch.long),
         "aug_correct": (logits_a.argmax(1) == y_a).sum() if n_a else zero,
         "aug_n": x_clean.new_full((), n_a, dtype=torch.long),
+    }
+    return loss, stats
+
+
+def _masked_mixed(
+    logits_c: torch.Tensor | None,
+    y_c: torch.Tensor,
+    loss_c: torch.Tensor,
+    logits_a: torch.Tensor,
+    y_a: torch.Tensor,
+    keep: torch.Tensor,
+    weight: float,
+    label_smoothing: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The mixed loss with n_a = keep.sum() as a device tensor: the same formula, no sync."""
+    n_c = y_c.shape[0]
+    n_a = keep.sum()
+    ce = F.cross_entropy(logits_a.float(), y_a, label_smoothing=label_smoothing, reduction="none")
+    loss_a = (ce * keep).sum() / n_a.clamp(min=1)
+    total = (n_c + weight * n_a).clamp(min=torch.finfo(ce.dtype).tiny)
+    loss = (n_c * loss_c + weight * n_a * loss_a) / total
+    zero = loss_c.new_zeros(())
+    stats = {
+        "loss_sum": loss.detach() * (n_c + n_a),
+        "clean_correct": (logits_c.argmax(1) == y_c).sum() if n_c else zero,
+        "clean_n": keep.new_full((), n_c, dtype=torch.long),
+        "aug_correct": ((logits_a.argmax(1) == y_a) & keep).sum(),
+        "aug_n": n_a.long(),
     }
     return loss, stats

@@ -15,6 +15,7 @@ from torch import nn
 from advaug.attacks.fgsm import FFGSM, FGSM, StepLL
 from advaug.augment.base import Technique
 from advaug.config import FGSMAugConfig
+from advaug.runtime import restore_generator
 
 
 class FGSMTechnique(Technique):
@@ -49,8 +50,8 @@ class FGSMTechnique(Technique):
         return {"rng": self.rng.get_state(), "eps_rng": self.eps_rng.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rng.set_state(state["rng"].cpu())
-        self.eps_rng.set_state(state["eps_rng"].cpu())
+        restore_generator(self.rng, state["rng"], int(self.rng.initial_seed()))
+        self.eps_rng.set_state(state["eps_rng"].cpu())  # always a CPU stream
 
     def metrics(self) -> dict[str, float]:
         return {"eps": self.last_eps}

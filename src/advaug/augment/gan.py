@@ -10,6 +10,7 @@ from torch import nn
 
 from advaug.augment.base import Technique
 from advaug.config import GANAugConfig
+from advaug.runtime import restore_generator
 
 
 class GANTechnique(Technique):
@@ -21,33 +22,37 @@ class GANTechnique(Technique):
         self.g, self.d = gan.generator, gan.critic
         self.rng = torch.Generator(device=device)
         self.rng.manual_seed(seed + 202)
-        self.kept = self.asked = 0
+        self.asked = 0
+        self.kept = torch.zeros((), dtype=torch.long, device=device)  # on the device: no sync
 
     @torch.no_grad()
     def generate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int):
         z = torch.randn(y.shape[0], self.g.z_dim, device=y.device, generator=self.rng)
-        imgs = self.g(z, y)
-        if self.cfg.filter_ac or self.cfg.min_confidence > 0:
-            probs = self.d(imgs)[1].float().softmax(1)
-            keep = torch.ones_like(y, dtype=torch.bool)
-            if self.cfg.filter_ac:
-                keep &= probs.argmax(1) == y
-            if self.cfg.min_confidence > 0:
-                keep &= probs.gather(1, y[:, None])[:, 0] >= self.cfg.min_confidence
-            imgs, y = imgs[keep], y[keep]
+        imgs = self.g(z, y).to(x.dtype).contiguous(memory_format=_fmt(x))
         self.asked += z.shape[0]
-        self.kept += y.shape[0]
-        return imgs.to(x.dtype).contiguous(memory_format=_fmt(x)), y
+        if not (self.cfg.filter_ac or self.cfg.min_confidence > 0):
+            self.kept += z.shape[0]
+            return imgs, y
+        # filter by the AC head: rejected rows stay (fixed shape) with no loss
+        probs = self.d(imgs)[1].float().softmax(1)
+        keep = torch.ones_like(y, dtype=torch.bool)
+        if self.cfg.filter_ac:
+            keep &= probs.argmax(1) == y
+        if self.cfg.min_confidence > 0:
+            keep &= probs.gather(1, y[:, None])[:, 0] >= self.cfg.min_confidence
+        self.kept += keep.sum()
+        return imgs, y, keep
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.get_state(), "kept": self.kept, "asked": self.asked}
+        return {"rng": self.rng.get_state(), "kept": int(self.kept), "asked": self.asked}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rng.set_state(state["rng"].cpu())
-        self.kept, self.asked = state["kept"], state["asked"]
+        restore_generator(self.rng, state["rng"], int(self.rng.initial_seed()))
+        self.kept.fill_(state["kept"])
+        self.asked = state["asked"]
 
     def metrics(self) -> dict[str, float]:
-        return {"gan_kept": self.kept / self.asked} if self.asked else {}
+        return {"gan_kept": int(self.kept) / self.asked} if self.asked else {}
 
 
 def _fmt(x: torch.Tensor) -> torch.memory_format:

@@ -29,6 +29,10 @@ from torch import nn
 from advaug.attacks.unrestricted import UnrestrictedAttack
 from advaug.augment.base import Technique
 from advaug.config import UnrestrictedAugConfig
+from advaug.log import get_logger
+from advaug.runtime import restore_generator
+
+log = get_logger(__name__)
 
 #: The technique's random stream (pool labels, fresh codes z⁰, sgd-noise, pool sampling) must not
 #: coincide with the other streams seeded from the same run seed (the FGSM technique uses
@@ -72,12 +76,32 @@ class UnrestrictedTechnique(Technique):
         self.pointer = 0  # next pool entry to refresh
         self.last_refresh = -1
         self.stats = {"attacked": 0, "succeeded": 0, "steps_sum": 0}
+        self.attack_batch = cfg.attack_batch  # lowered if the device runs out of memory
 
     def _attack(self, model: nn.Module, labels: torch.Tensor):
-        atk = UnrestrictedAttack.from_config(
-            self.g, self.d, model, self.cfg.attack_config(), rng=self.rng, show_progress=False
-        )
-        res = atk(labels)
+        """Attack ``labels``' codes; an attack batch the device has no memory for is halved
+        (once and for all, with a warning) until it fits."""
+        cfg = self.cfg.attack_config()
+        while True:
+            cfg = cfg.replace(batch_size=min(cfg.batch_size, self.attack_batch))
+            atk = UnrestrictedAttack.from_config(
+                self.g, self.d, model, cfg, rng=self.rng, show_progress=False
+            )
+            try:
+                res = atk(labels)
+                break
+            except torch.OutOfMemoryError:
+                if cfg.batch_size <= 1:
+                    raise
+                self.attack_batch = cfg.batch_size // 2
+                log.warning(
+                    "the unrestricted attack ran out of device memory at batch %d; using %d "
+                    "(lower classifier.augment.unrestricted.attack_batch to avoid the retry)",
+                    cfg.batch_size,
+                    self.attack_batch,
+                )
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
         self.stats["attacked"] += len(res)
         self.stats["succeeded"] += int(res.success.sum())
         self.stats["steps_sum"] += int(res.steps.sum())
@@ -145,7 +169,7 @@ class UnrestrictedTechnique(Technique):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rng.set_state(state["rng"].cpu())
+        restore_generator(self.rng, state["rng"], int(self.rng.initial_seed()))
         for name in ("images", "labels", "z", "valid"):
             setattr(self, name, state[name].to(self.device))
         self.n_valid = int(self.valid.sum())

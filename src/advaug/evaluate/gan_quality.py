@@ -273,10 +273,11 @@ def precision_recall(
     """Improved precision and recall: k-NN balls around each real (fake) point form the manifold.
 
     Precision = share of fake points inside the real manifold; recall = share of real points
-    inside the fake manifold. Distances in float32 on the features' device.
+    inside the fake manifold. Distances in float64 on the features' device, so that TF32
+    matmuls on a GPU cannot move a point across a ball's edge.
     """
-    real = real_feats.float()
-    fake = fake_feats.float().to(real.device)
+    real = real_feats.double()
+    fake = fake_feats.double().to(real.device)
     r_real = _knn_radii(real, k, chunk)
     r_fake = _knn_radii(fake, k, chunk)
     precision = _coverage(fake, real, r_real, chunk)

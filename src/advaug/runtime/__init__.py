@@ -70,6 +70,7 @@ class Runtime:
         if not self.compile:
             return fn
         try:
+            _fail_loudly_on_recompile_limit()
             compiled = torch.compile(fn)
         except Exception as e:  # pragma: no cover - depends on the toolchain
             log.warning("torch.compile unavailable (%s); running eager", str(e).splitlines()[0])
@@ -103,7 +104,20 @@ class Runtime:
         }
 
 
+def _fail_loudly_on_recompile_limit() -> None:
+    """Make dynamo raise when a compiled function hits its recompile limit (by default it falls
+    back to eager silently); :meth:`Runtime.maybe_compile` then logs it and runs eager."""
+    import torch._dynamo.config as dynamo_config
+
+    for name in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"):
+        if name in dynamo_config._config:
+            setattr(dynamo_config, name, True)
+            return
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """The device for ``runtime.device``: ``auto`` and a bare ``cuda`` mean this rank's card
+    (``cuda:LOCAL_RANK``), so ``torch.cuda.set_device`` always gets an index."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -111,9 +125,12 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
             f"runtime.device={name} but CUDA is not available; use runtime.device=cpu"
         )
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as e:
         raise ConfigError(f"runtime.device={name} is not a device name ({e})") from e
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
 
 
 def make_runtime(cfg: RuntimeConfig) -> Runtime:
@@ -167,6 +184,29 @@ def set_rng_state(state: dict[str, Any]) -> None:
         else:  # another machine: restore the devices both have
             for i, s in enumerate(cuda[: torch.cuda.device_count()]):
                 torch.cuda.set_rng_state(s, i)
+
+
+def restore_generator(gen: torch.Generator, state: torch.Tensor, fallback_seed: int) -> bool:
+    """Load a saved :class:`torch.Generator` state into ``gen``; True when it was restored.
+
+    A state saved on another device type (a CUDA generator's 16-byte Philox state resumed on the
+    CPU, or the reverse) does not fit: ``gen`` is then seeded with ``fallback_seed`` and a
+    warning says that this stream restarts, so a run moved between a GPU and a CPU resumes
+    (not bit-identically) instead of failing.
+    """
+    try:
+        gen.set_state(state.cpu())
+        return True
+    except RuntimeError as e:
+        log.warning(
+            "a random stream was saved on another device type (%s); it restarts from seed %d "
+            "on %s, so this resume is not bit-identical",
+            str(e).splitlines()[0],
+            fallback_seed,
+            gen.device,
+        )
+        gen.manual_seed(fallback_seed)
+        return False
 
 
 @torch.no_grad()

@@ -43,6 +43,7 @@ from advaug.runtime import (
     ddp,
     distributed,
     make_runtime,
+    restore_generator,
     rng_state,
     seed_everything,
     set_rng_state,
@@ -146,15 +147,16 @@ class GANState:
         self.it = state["iter"]
         self.loader.load_state_dict(loop.loader_position(state, rt.world_size, len(self.loader)))
         ranks = state.get("ranks")
+        fresh = ddp.rank_seed(self.seed + 1 + self.it, rt.rank)  # a stream of this rank's own
         if int(state.get("world_size", 1)) == rt.world_size:
             mine = ranks[rt.rank] if ranks is not None else state
-            self.rng.set_state(mine["gen_rng"].cpu())
+            restore_generator(self.rng, mine["gen_rng"], fresh)
             set_rng_state(mine["rng"])
         elif rt.rank == 0:
-            self.rng.set_state(state["gen_rng"].cpu())
+            restore_generator(self.rng, state["gen_rng"], fresh)
             set_rng_state(state["rng"])
         else:  # a new rank, or a rank of another world size: a fresh stream of its own
-            self.rng.manual_seed(ddp.rank_seed(self.seed + 1 + self.it, rt.rank))
+            self.rng.manual_seed(fresh)
             torch.manual_seed(ddp.rank_seed(self.seed + self.it, rt.rank))
 
 

@@ -85,8 +85,10 @@ def classifier_step(
     forward = forward or mixed_forward(net, cfg)
     # split the batch: the first ⌊share·B⌋ go to T, the rest stay clean (`none`: share 0)
     part = split_batch(x, y, cfg.augment.batch_share, cfg.augment.mode)
-    # augment: T's examples, made against the current model (attacks restore its mode)
-    aug = technique(model, part.x_src, part.y_src, step)
+    # augment: T's examples, made against the current model (attacks restore its mode), in
+    # the training precision (bf16 activations on a GPU: attacks need half the memory)
+    with rt.autocast():
+        aug = technique(model, part.x_src, part.y_src, step)
     # forward: the mixed loss over the clean and the augmented examples
     with rt.autocast():
         loss, stats = forward(part.x_clean, part.y_clean, aug)

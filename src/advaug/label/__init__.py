@@ -12,12 +12,14 @@ Modules: ``source`` (what SOURCE means, building a set), ``items`` (the controls
 Serving and analysis need neither torch models nor the data: the set holds its images.
 """
 
+from advaug.label.server import LabelServer
 from advaug.label.source import BuildOptions, Loaders, open_or_build, resolve_source
 from advaug.label.store import LabelInputError, LabelStore, check_rater
 
 __all__ = [
     "BuildOptions",
     "LabelInputError",
+    "LabelServer",
     "LabelStore",
     "Loaders",
     "check_rater",

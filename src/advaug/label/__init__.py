@@ -12,6 +12,7 @@ Modules: ``source`` (what SOURCE means, building a set), ``items`` (the controls
 Serving and analysis need neither torch models nor the data: the set holds its images.
 """
 
+from advaug.label.analysis import format_summary, summarize
 from advaug.label.server import LabelServer
 from advaug.label.source import BuildOptions, Loaders, open_or_build, resolve_source
 from advaug.label.store import LabelInputError, LabelStore, check_rater
@@ -23,6 +24,8 @@ __all__ = [
     "LabelStore",
     "Loaders",
     "check_rater",
+    "format_summary",
     "open_or_build",
     "resolve_source",
+    "summarize",
 ]

@@ -13,6 +13,7 @@ Serving and analysis need neither torch models nor the data: the set holds its i
 """
 
 from advaug.label.analysis import format_summary, summarize
+from advaug.label.crowd import export_batch, import_results
 from advaug.label.server import LabelServer
 from advaug.label.source import BuildOptions, Loaders, open_or_build, resolve_source
 from advaug.label.store import LabelInputError, LabelStore, check_rater
@@ -24,7 +25,9 @@ __all__ = [
     "LabelStore",
     "Loaders",
     "check_rater",
+    "export_batch",
     "format_summary",
+    "import_results",
     "open_or_build",
     "resolve_source",
     "summarize",

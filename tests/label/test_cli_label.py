@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
-import subprocess
-import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from advaug.attacks import UnrestrictedResult
 from advaug.cli import main
 from advaug.label import LabelStore
 
-ROOT = Path(__file__).resolve().parents[2]
+from .helpers import start_server
 
 
 @pytest.fixture(scope="module")
@@ -143,22 +141,6 @@ def test_exposed_host_warns_and_ctrl_c_stops(capsys, monkeypatch, attack_dir: Pa
     code, out, err = run(capsys, "label", str(attack_dir), "--host", "192.0.2.1", "--rater", "a")
     assert code == 0 and "warning: listening on 192.0.2.1" in err
     assert "open: http://192.0.2.1:1/?token=T&rater=a" in out and "stopped;" in out
-
-
-def start_server(db: Path, rater: str) -> tuple[subprocess.Popen, str]:
-    """`advaug label DB --port 0` in a subprocess; returns it and the URL it printed."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "advaug.cli", "--quiet", "label", str(db), "--port", "0",
-         "--rater", rater],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("open: "):
-            return proc, line[6:].strip()
-    proc.kill()
-    raise AssertionError(f"the server printed no URL: {proc.stderr.read() if proc.stderr else ''}")
 
 
 def api(url: str, path: str, body: dict | None = None) -> dict:

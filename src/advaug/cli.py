@@ -76,6 +76,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/attack", help="output folder")
     s.add_argument("--device", default="auto")
 
+    s = sub.add_parser("label", help="human evaluation of UAEs: a local labelling page")
+    s.add_argument("source", help="UAE folder or .safetensors, study folder, or labels .sqlite")
+    s.add_argument("--rater", help="your name (the page asks when not given)")
+    s.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free)")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--summary", action="store_true", help="print what the answers say, and exit")
+    g.add_argument("--export", metavar="DIR", help="write a crowd batch (CSV + PNGs), and exit")
+    g.add_argument("--import", dest="import_csv", metavar="CSV", help="add crowd results")
+    s.add_argument("--base-url", default="", help="where the exported images/ will be hosted")
+    s.add_argument("--gan", help="GAN run that made the UAEs, if the one in their meta moved")
+    s.add_argument("--reference", help="classifier run used as the automatic proxy")
+    s.add_argument("--max-uae", type=int, help="label at most this many UAE successes (seeded)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the order and the controls")
+    s.add_argument("--device", default="auto", help="device to build the set on")
+
     s = sub.add_parser("report", help="(re)write the report of a study folder")
     s.add_argument("run_dir", help="study folder")
 
@@ -168,6 +184,40 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_label(args: argparse.Namespace) -> int:
+    from advaug import label
+
+    if args.rater:
+        label.check_rater(args.rater)
+    src = label.resolve_source(args.source, gan=args.gan, reference=args.reference)
+    opts = label.BuildOptions(seed=args.seed, max_uae=args.max_uae, device=args.device)
+    store = label.open_or_build(src, opts)
+    if args.summary:
+        print(label.format_summary(label.summarize(store)))
+        return 0
+    if args.export:
+        print(f"wrote {label.export_batch(store, args.export, args.base_url)} and images/")
+        return 0
+    if args.import_csv:
+        added, skipped = label.import_results(store, args.import_csv)
+        print(f"imported {added} answers into {store.path} ({skipped} were there already)")
+        return 0
+    server = label.LabelServer(store, host=args.host, port=args.port)
+    if server.exposed:
+        print(f"advaug: warning: listening on {args.host}: anyone who can reach this machine "
+              "and has the URL can read the images and add answers", file=sys.stderr)  # fmt: skip
+    print(f"labelling set {store.path}: {store.num_items} images")
+    print(f"open: {server.url(args.rater)}")
+    print("answers are saved as they are given; Ctrl-C stops the server", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print(f"stopped; the answers are in {store.path}")
+    finally:
+        server.httpd.server_close()
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from advaug.report import write_report
 
@@ -197,6 +247,7 @@ COMMANDS = {
     "train-classifier": cmd_train_classifier,
     "evaluate": cmd_evaluate,
     "attack": cmd_attack,
+    "label": cmd_label,
     "report": cmd_report,
     "presets": cmd_presets,
     "models": cmd_models,

@@ -124,6 +124,7 @@ class StudyData:
     meta: dict[str, Any]
     models: list[ModelRun]
     notes: list[str] = field(default_factory=list)
+    human: list[dict[str, Any]] = field(default_factory=list)  # labels/*.sqlite summaries
 
     @property
     def name(self) -> str:
@@ -212,5 +213,8 @@ def load_study(study_dir: str | Path) -> StudyData:
         notes.append("no trained models found (classifiers/ and eval/ are empty)")
     if meta.get("finished") is False:
         notes.append("the study has not finished: this report shows the parts written so far")
+    from advaug.report.human import load_human
+
+    human = load_human(root, notes)
     log.debug("loaded study %s: %d models, %d notes", root, len(models), len(notes))
-    return StudyData(root=root, meta=meta, models=models, notes=notes)
+    return StudyData(root=root, meta=meta, models=models, notes=notes, human=human)

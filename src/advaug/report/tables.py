@@ -17,6 +17,7 @@ from typing import Any
 
 from advaug.report.files import write_text
 from advaug.report.format import DASH, fmt_stat, is_percent, label, order_metrics, row_ref
+from advaug.report.human import human_markdown, labelled
 from advaug.report.load import StudyData, num
 
 BASELINE = "none"
@@ -177,6 +178,7 @@ def to_json(table: ResultsTable, study: StudyData) -> dict[str, Any]:
             }
             for m in study.models
         ],
+        "human": labelled(study.human),
         "missing": study.notes,
     }
 
@@ -262,6 +264,7 @@ def to_markdown(table: ResultsTable, study: StudyData) -> str:
         seed = DASH if m.seed is None else str(m.seed)
         ev = "yes" if m.eval is not None else "**no**"
         lines.append(f"| {m.name} | {m.technique} | {seed} | {ev} | {m.checkpoint or DASH} |")
+    lines += human_markdown(study.human)
     if study.notes:
         lines += ["", "## Missing", ""] + [f"- {n}" for n in study.notes]
     return "\n".join(lines) + "\n"

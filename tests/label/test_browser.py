@@ -54,8 +54,8 @@ def digits_set(path: Path, n: int = 12) -> LabelStore:
     """n real digits test images (32×32, classes 0-9) as a labelling set; the page does not know
     or care which kind an item is, so the kinds just cycle."""
     from advaug.config import build_config
+    from advaug.data.splits import load_splits
     from advaug.label.items import png_bytes
-    from advaug.train.data_setup import load_splits
 
     test = load_splits(build_config("smoke").data).test
     items = [

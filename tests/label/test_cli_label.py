@@ -36,7 +36,7 @@ def gan_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def attack_dir(tmp_path: Path, gan_run: Path) -> Path:
     """What `advaug attack unrestricted` writes, 20 rows (4 failures), against the GAN run."""
-    from advaug.train.gan import load_gan
+    from advaug.loading import load_gan
 
     pair = load_gan(gan_run)
     n = 20

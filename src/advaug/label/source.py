@@ -105,7 +105,7 @@ def _run_config(run: str) -> dict[str, Any]:
     """The ``config.yaml`` of the run that ``run`` (a folder or checkpoint) belongs to."""
     import yaml
 
-    from advaug.train.checkpoint import resolve_checkpoint
+    from advaug.runtime.checkpoint import resolve_checkpoint
 
     ckpt = resolve_checkpoint(run)
     for folder in (ckpt.parent.parent, ckpt.parent):
@@ -120,7 +120,7 @@ def _run_config(run: str) -> dict[str, Any]:
 def real_test_split(gan_run: str) -> tuple[Tensor, Tensor, str]:
     """The test split (uint8 images, labels, a description) of the data the GAN was trained on."""
     from advaug.config import DataConfig, from_dict
-    from advaug.train.data_setup import load_splits
+    from advaug.data.splits import load_splits
 
     data = _run_config(gan_run).get("data") or {}
     splits = load_splits(from_dict(DataConfig, data))
@@ -128,13 +128,13 @@ def real_test_split(gan_run: str) -> tuple[Tensor, Tensor, str]:
 
 
 def _load_gan(path: str, device: torch.device) -> Any:
-    from advaug.train.gan import load_gan
+    from advaug.loading import load_gan
 
     return load_gan(path, device)
 
 
 def _load_classifier(path: str, device: torch.device) -> Any:
-    from advaug.train.classifier import load_classifier
+    from advaug.loading import load_classifier
 
     return load_classifier(path, device)
 
@@ -216,7 +216,7 @@ def build_set(src: Source, opts: BuildOptions) -> LabelStore:
     from advaug.attacks import UnrestrictedResult
     from advaug.label.items import Pieces, assemble, pick_real
     from advaug.models.gan import sample
-    from advaug.train.runtime import resolve_device
+    from advaug.runtime import resolve_device
 
     assert src.uae is not None
     device = resolve_device(opts.device)

@@ -32,7 +32,8 @@ def load_human(root: Path, notes: list[str]) -> list[dict[str, Any]]:
     paths = sorted((root / LABELS_DIR).glob("*.sqlite"))
     if not paths:
         return []
-    from advaug.label import LabelStore, summarize
+    from advaug.label.analysis import summarize
+    from advaug.label.store import LabelStore
 
     out = []
     for p in paths:

@@ -8,7 +8,7 @@ It imports advaug once, then runs every attempt of a job in a forked child proce
    used; then a last attempt that runs to the end.
 
 A kill point is either *in a write* (the child kills itself from
-``advaug.runtime.checkpoint.fault_hook`` at the first event at or after a seeded position of the
+the hook of :mod:`tests.reliability.faults` at the first event at or after a seeded position of the
 reference sequence; most of these fall inside checkpoint writes) or *timed* (the driver kills the
 child after a seeded delay, wherever it is). After every kill the driver checks that every
 checkpoint with a manifest is whole and loads, and, for a study, which stages were finished. The
@@ -33,7 +33,9 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-from advaug.runtime import checkpoint as ckpt  # noqa: E402
+import pytest  # noqa: E402
+
+from tests.reliability import faults  # noqa: E402
 from tests.reliability.helpers import check_checkpoints, sha256, temp_files  # noqa: E402
 
 
@@ -135,7 +137,7 @@ def attempt(
                     if pos is not None and pos >= kill_at:
                         os.kill(os.getpid(), signal.SIGKILL)
 
-            ckpt.fault_hook = hook
+            faults.install(pytest.MonkeyPatch(), hook)  # lives until _exit
             run(out)
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 3

@@ -3,7 +3,7 @@
 The kill-and-resume harness runs ``driver.py`` (next to this file) as a subprocess. The driver
 imports advaug once, then forks one child process per attempt, so a kill costs no interpreter
 start; the children are SIGKILLed (never asked to stop) at seeded points, some of them inside a
-checkpoint write (see ``advaug.runtime.checkpoint.fault_hook``).
+checkpoint write (see :mod:`tests.reliability.faults`).
 """
 
 from __future__ import annotations

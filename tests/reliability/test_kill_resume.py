@@ -18,6 +18,7 @@ import pytest
 
 from advaug.runtime.checkpoint import load_file
 from tests.hooks import Interrupted, stop_after
+from tests.reliability import faults
 from tests.reliability.helpers import (
     assert_states_equal,
     kill_points,
@@ -181,7 +182,6 @@ def test_a_kill_inside_the_result_write_logs_the_test_record_once(tmp_path, monk
     """The test record is logged after the last checkpoint with that checkpoint's step; a resume
     from it must still drop the record (found by the harness: it was logged twice)."""
     from advaug.config import build_config
-    from advaug.runtime import checkpoint
     from advaug.train.classifier import ClassifierJob, train_classifier
 
     cfg = build_config("smoke", ["runtime.ckpt_every_min=1000"])
@@ -191,10 +191,9 @@ def test_a_kill_inside_the_result_write_logs_the_test_record_once(tmp_path, monk
         if ev == event and path.name == "result.json":
             raise _Killed
 
-    monkeypatch.setattr(checkpoint, "fault_hook", kill)
-    with pytest.raises(_Killed):
+    with monkeypatch.context() as patch, pytest.raises(_Killed):
+        faults.install(patch, kill)
         train_classifier(job, tmp_path / "r")
-    monkeypatch.setattr(checkpoint, "fault_hook", None)
     assert steps_by_split(tmp_path / "r")["test"] == [18]
     if event != "write-renamed":
         train_classifier(job, tmp_path / "r")  # resumes from step 18 and redoes the test

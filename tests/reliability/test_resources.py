@@ -18,7 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import advaug.data.loader as loader_mod
-import advaug.runtime.checkpoint as ckpt
 from advaug.config import build_config
 from advaug.data.loader import DeviceLoader, ensure_fits
 from advaug.data.splits import load_splits
@@ -32,6 +31,7 @@ from advaug.runtime.checkpoint import (
     save_final,
 )
 from advaug.train.classifier import ClassifierJob, train_classifier
+from tests.reliability import faults
 from tests.reliability.helpers import assert_states_equal, steps_by_split
 
 MiB = 2**20
@@ -144,10 +144,9 @@ def test_pruning_deletes_the_manifest_first(tmp_path, monkeypatch):
         if event == "prune":
             raise KeyboardInterrupt  # stands in for the kill
 
-    monkeypatch.setattr(ckpt, "fault_hook", stop)
-    with pytest.raises(KeyboardInterrupt):
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        faults.install(patch, stop)
         mgr.save(_state(2), 2)
-    monkeypatch.setattr(ckpt, "fault_hook", None)
     assert "step-00000001.json" not in _files(tmp_path)
     assert [e["step"] for e in mgr.entries()] == [2]
     mgr.save(_state(3), 3)
@@ -204,7 +203,7 @@ def test_enospc_during_the_write_is_one_line_and_leaves_no_temporary(tmp_path, m
             if event == "write-partial":
                 no_space()
 
-        monkeypatch.setattr(ckpt, "fault_hook", hook)
+        faults.install(monkeypatch, hook)
     with pytest.raises(CheckpointError) as e:
         mgr.save(_state(2), 2)
     assert "No space left on device" in str(e.value) and "\n" not in str(e.value)

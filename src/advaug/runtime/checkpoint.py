@@ -28,7 +28,7 @@ import os
 import platform
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +42,6 @@ log = get_logger(__name__)
 _NAME = re.compile(r"^step-(\d{8,})\.pt$")
 _TEMP = re.compile(r"^\..+\.tmp-(\d+)$")
 
-#: Test-only fault injection: when set, ``fault_hook(event, path)`` is called inside every atomic
-#: write (``"write-partial"`` with half the bytes in the temporary file, ``"write-synced"`` with
-#: all of them, ``"write-renamed"`` right after the rename) and between the two unlinks of each
-#: pruned checkpoint (``"prune"``). The kill-and-resume tests use it to SIGKILL a run inside a
-#: checkpoint write. ``None`` (always, outside tests) costs one comparison per write.
-fault_hook: Callable[[str, Path], None] | None = None
-
-
-def _fault(event: str, path: Path) -> None:
-    if fault_hook is not None:
-        fault_hook(event, path)
-
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers only ever see the old or the new whole file."""
@@ -62,19 +50,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _remove_stale(path.parent.glob(f".{glob.escape(path.name)}.tmp-*"))
     try:
         with open(tmp, "wb") as f:
-            if fault_hook is not None:
-                view = memoryview(data)
-                f.write(view[: len(view) // 2])
-                f.flush()
-                _fault("write-partial", path)
-                f.write(view[len(view) // 2 :])
-            else:
-                f.write(data)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        _fault("write-synced", path)
         os.replace(tmp, path)
-        _fault("write-renamed", path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -242,7 +221,6 @@ class CheckpointManager:
                 pt = self.folder / e["file"]
                 # manifest first: from that moment the checkpoint no longer counts
                 pt.with_suffix(".json").unlink(missing_ok=True)
-                _fault("prune", pt)
                 pt.unlink(missing_ok=True)
         # .pt files without a manifest (a kill between the two writes or the two unlinks)
         newest = max((e["step"] for e in entries), default=None)

@@ -60,6 +60,20 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_bf16_flags() -> list[str]:
+    """The CPU's bfloat16 instruction-set flags (Linux): without ``avx512_bf16`` or ``amx_bf16``
+    bf16 autocast on the CPU is emulated, and slower than fp32."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    return sorted(f for f in flags if "bf16" in f)
+
+
 def machine_info(device: str | torch.device = "cpu") -> dict[str, Any]:
     """What ran a benchmark: date, host, CPU, threads, allocator setting, torch, the GPU if any."""
     device = torch.device(device)
@@ -69,6 +83,7 @@ def machine_info(device: str | torch.device = "cpu") -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu": cpu_model(),
+        "cpu_bf16": cpu_bf16_flags(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),

@@ -13,11 +13,19 @@ Checks (each ``ok`` with its numbers; a failed check makes the exit code 1):
 - ``bf16_vs_fp32``: the same DenseNet and batch give the same loss (relative difference < 2%)
   and gradients (cosine > 0.99) under bf16 autocast as in fp32, and the same AC-GAN critic loss;
 - ``attacks``: FGSM and PGD-10 at 8/255 flip ≥ 99% of a toy brightness classifier's correct
-  answers, and the unrestricted latent attack fools a toy classifier on ≥ 90% of samples.
+  answers, and the unrestricted latent attack fools a toy classifier on ≥ 90% of samples;
+- ``study_smoke``: ``advaug study --preset smoke`` runs every stage, the evaluation and the
+  report on the device.
+
+The classifier check spells the device ``runtime.device=cuda`` (no index) and the GAN check
+``auto``, the two ways users write it. Every section records its peak device memory
+(``max_memory_allocated_gib``); the bf16 check also compares the critic's gradient (gradient
+penalty included) with fp32's.
 
 Diagnostics (CUDA only): ``host_syncs`` lists the Python lines that synchronised host and device
-(``torch.cuda.set_sync_debug_mode``) during real training loops (classifier with techniques
-``none`` and ``fgsm``, GAN), with how often; a line hit on every step is a stall in the hot path.
+(``torch.cuda.set_sync_debug_mode``) during real training loops (the GAN, then the classifier
+with techniques ``none``, ``fgsm``, ``gan`` and ``unrestricted``), with how often; a line hit on
+every step is a stall in the hot path.
 
 Throughput, each as an fp32 eager baseline (TF32 off, NCHW) against the fast path (bf16 autocast,
 channels_last, TF32 on) in the same run, with FLOPs counted once by ``FlopCounterMode``, the
@@ -27,7 +35,12 @@ with a time cap), an AC-GAN iteration at widths 128 and 256, the unrestricted at
 examples/s, and PGD-10 evaluation images/s. The measurement functions come from
 ``benchmarks/bench_*.py`` (imported by path); a missing one skips its rows.
 
-Writes ``benchmarks/results/gpu-<card>-<date>.json`` (``--out-dir``) and prints a short table
+Percentages are given against the datasheet's dense bf16 peak and, where one was measured, the
+card's real bf16 ceiling (H200: about 790 TFLOP/s). The unrestricted attack's first (cold) call
+is timed apart from the warm ones.
+
+Writes ``gpu-<card>-<date>.json`` under ``$OUT`` when set (what a device machine sends back),
+else under ``benchmarks/results/`` (``--out-dir``), and prints a short table
 last. Needs only torch and this checkout (``PYTHONPATH=src``); pyyaml, numpy and scikit-learn are
 needed by the checks that train (they are skipped with the reason when missing).
 """
@@ -77,6 +90,9 @@ PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
     ("L40S", 362.0),
     ("L4", 121.0),
 )
+#: Measured dense bf16 matmul ceilings in TFLOP/s (what a large GEMM actually reaches; the
+#: datasheet peak above is not reachable): percentages are also given against these.
+MEASURED_BF16_TFLOPS: tuple[tuple[str, float], ...] = (("H200", 790.0),)
 CHILD_TAG = "GPU_BENCH_CHILD "
 #: (name, channels_last, autocast dtype, TF32): the fp32 eager baseline and the fast path.
 VARIANTS = (("baseline", False, None, False), ("fast", True, torch.bfloat16, True))
@@ -132,7 +148,7 @@ TINY = Sizes(
     sync_steps=3,
     gan_check_iters=2,
     compile_cap_s=120.0,
-    budget_s=120.0,
+    budget_s=300.0,
     num_classes=10,
     repeats=1,
 )
@@ -177,6 +193,14 @@ def load_bench(name: str) -> ModuleType | None:
 def peak_tflops(name: str) -> float | None:
     """The dense bf16 peak of a card from its name, or None when unknown."""
     for key, peak in PEAK_BF16_TFLOPS:
+        if key.lower() in name.lower():
+            return peak
+    return None
+
+
+def measured_tflops(name: str) -> float | None:
+    """The measured bf16 ceiling of a card from its name, or None when none was measured."""
+    for key, peak in MEASURED_BF16_TFLOPS:
         if key.lower() in name.lower():
             return peak
     return None
@@ -233,13 +257,18 @@ def rate_row(
 ) -> dict[str, Any]:
     """A measurement with its achieved TFLOP/s and share of the peak."""
     tflops = per_s * flops_per_item / 1e12 if per_s and flops_per_item else None
+    ceiling = _CEILING.get("tflops")
     return {
         "per_s": per_s,
         "unit": unit,
         "flops_per_item": flops_per_item,
         "tflops": tflops,
         "fraction_of_peak": tflops / peak if tflops and peak else None,
+        "fraction_of_measured_ceiling": tflops / ceiling if tflops and ceiling else None,
     }
+
+
+_CEILING: dict[str, float | None] = {"tflops": None}  # set by run() from the card's name
 
 
 def compare(baseline: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
@@ -286,6 +315,9 @@ def section(
             return
         t0 = time.perf_counter()
         print(f"[gpu_bench] {where}.{name} ...", file=sys.stderr, flush=True)
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         try:
             out = fn()
         except Exception as e:
@@ -297,6 +329,8 @@ def section(
             }
         out.setdefault("status", "done")
         out["seconds"] = round(time.perf_counter() - t0, 2)
+        if cuda:
+            out["max_memory_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         target[name] = out
         if path is not None:
             write_report(report, path)
@@ -309,8 +343,14 @@ def section(
 # ---------------------------------------------------------------------------------------------
 
 
-def _smoke_overrides(device: torch.device) -> list[str]:
+def _smoke_overrides(device: torch.device | str) -> list[str]:
+    """``runtime.device`` as given: ``cuda`` (no index) and ``auto`` are both exercised."""
     return [f"runtime.device={device}", "runtime.progress=false", "runtime.threads=0"]
+
+
+def _spelling(device: torch.device, spelling: str) -> str:
+    """``device`` written as a user would: ``cuda`` (bare) or ``auto``; the CPU stays ``cpu``."""
+    return spelling if device.type == "cuda" else "cpu"
 
 
 class _Stopped(Exception):
@@ -332,7 +372,7 @@ def check_classifier(device: torch.device, sizes: Sizes, tmp: Path) -> dict[str,
     from advaug.config import build_config
     from advaug.train.classifier import ClassifierJob, train_classifier
 
-    over = [*_smoke_overrides(device), f"classifier.epochs={sizes.train_epochs}"]
+    over = [*_smoke_overrides(_spelling(device, "cuda")), f"classifier.epochs={sizes.train_epochs}"]
     if sizes.train_epochs >= 8:  # the full digits set: far above chance
         over += ["data.train_limit=0", "data.test_limit=0", "classifier.optim.lr=0.1"]
     floor = 0.5 if sizes.train_epochs >= 8 else 0.15
@@ -370,7 +410,7 @@ def check_gan(device: torch.device, sizes: Sizes, tmp: Path) -> dict[str, Any]:
     from advaug.config import build_config
     from advaug.train.gan import GANJob, train_gan
 
-    over = [*_smoke_overrides(device), f"gan.iters={sizes.gan_check_iters}"]
+    over = [*_smoke_overrides(_spelling(device, "auto")), f"gan.iters={sizes.gan_check_iters}"]
     cfg = build_config("smoke", over)
     job = GANJob(data=cfg.data, runtime=cfg.runtime, gan=cfg.gan, seed=0)
     res = train_gan(job, tmp / "gan")
@@ -429,16 +469,22 @@ def check_bf16(device: torch.device, sizes: Sizes) -> dict[str, Any]:
     real, fake = torch.rand(2, sizes.check_batch, 3, 32, 32, generator=gen).to(device)
     ycls = torch.randint(0, 10, (sizes.check_batch,), generator=gen).to(device)
 
-    def critic_total(dtype: torch.dtype | None) -> float:
+    def critic_total(dtype: torch.dtype | None) -> tuple[float, torch.Tensor]:
+        """The critic loss (WGAN + gradient penalty + AC) and its gradient on the critic."""
+        critic.zero_grad(set_to_none=True)
         rng = torch.Generator(device=device).manual_seed(5)
         with tf32(False), autocast(device, dtype):
             loss, _ = critic_loss(critic, real, ycls, fake, rng=rng)
-        return float(loss)
+        loss.backward()
+        grad = torch.cat([p.grad.reshape(-1).float() for p in critic.parameters()])
+        return float(loss.detach()), grad
 
-    c32, c16 = critic_total(None), critic_total(torch.bfloat16)
+    (c32, cg32), (c16, cg16) = critic_total(None), critic_total(torch.bfloat16)
     crel = abs(c16 - c32) / max(1.0, abs(c32))
+    gp_cos = float(F.cosine_similarity(cg32, cg16, dim=0))
     return {
-        "ok": bool(rel < 0.02 and cos > 0.99 and crel < 0.02),
+        "ok": bool(rel < 0.02 and cos > 0.99 and crel < 0.02 and gp_cos > 0.99),
+        "critic_grad_cosine": gp_cos,
         "model": sizes.check_model,
         "loss_fp32": l32,
         "loss_bf16": l16,
@@ -447,7 +493,12 @@ def check_bf16(device: torch.device, sizes: Sizes) -> dict[str, Any]:
         "critic_loss_fp32": c32,
         "critic_loss_bf16": c16,
         "critic_rel_diff": crel,
-        "tolerances": {"loss_rel_diff": 0.02, "grad_cosine": 0.99, "critic_rel_diff": 0.02},
+        "tolerances": {
+            "loss_rel_diff": 0.02,
+            "grad_cosine": 0.99,
+            "critic_rel_diff": 0.02,
+            "critic_grad_cosine": 0.99,
+        },
     }
 
 
@@ -544,6 +595,21 @@ def check_attacks(device: torch.device, sizes: Sizes) -> dict[str, Any]:
     return {"ok": bool(ok), **out, "thresholds": {"fgsm/pgd": 0.99, "unrestricted": 0.9}}
 
 
+def check_study(device: torch.device, tmp: Path) -> dict[str, Any]:
+    """``advaug study --preset smoke`` on the device: every stage, the evaluation and the report."""
+    from advaug.config import build_config
+    from advaug.study import run_study
+
+    cfg = build_config("smoke", _smoke_overrides(_spelling(device, "cuda")))
+    out = tmp / "study"
+    run_study(cfg, out)
+    info = json.loads((out / "study.json").read_text())
+    evals = sorted(p.stem for p in (out / "eval").glob("*.json"))
+    ok = info.get("finished") is True and (out / "report" / "index.html").is_file()
+    ok &= evals == sorted(info["models"])
+    return {"ok": bool(ok), "models": info["models"], "evaluated": evals}
+
+
 # ---------------------------------------------------------------------------------------------
 # diagnostics
 # ---------------------------------------------------------------------------------------------
@@ -561,7 +627,19 @@ def host_syncs(device: torch.device, sizes: Sizes, tmp: Path) -> dict[str, Any]:
     bs = 32
     out: dict[str, Any] = {"steps": n}
     runs: dict[str, Callable[[], Any]] = {}
-    for technique in ("none", "fgsm"):
+    gcfg = build_config(
+        "smoke",
+        [
+            *_smoke_overrides(device),
+            f"gan.iters={2 * n}",
+            "gan.sample_every=100000",
+            "gan.eval_every=100000",
+            "gan.ckpt_every=100000",
+        ],
+    )
+    gjob = GANJob(data=gcfg.data, runtime=gcfg.runtime, gan=gcfg.gan)
+    runs["gan"] = lambda: train_gan(gjob, tmp / "sync-gan")  # first: the techniques use it
+    for technique in ("none", "fgsm", "gan", "unrestricted"):
         cfg = build_config(
             "smoke",
             [
@@ -574,22 +652,15 @@ def host_syncs(device: torch.device, sizes: Sizes, tmp: Path) -> dict[str, Any]:
                 "classifier.optim.ema_decay=0.99",
             ],
         )
-        job = ClassifierJob(data=cfg.data, runtime=cfg.runtime, classifier=cfg.classifier)
+        job = ClassifierJob(
+            data=cfg.data,
+            runtime=cfg.runtime,
+            classifier=cfg.classifier,
+            gan=str(tmp / "sync-gan") if technique in ("gan", "unrestricted") else None,
+        )
         runs[f"classifier-{technique}"] = lambda job=job, t=technique: train_classifier(
             job, tmp / f"sync-{t}"
         )
-    gcfg = build_config(
-        "smoke",
-        [
-            *_smoke_overrides(device),
-            f"gan.iters={2 * n}",
-            "gan.sample_every=100000",
-            "gan.eval_every=100000",
-            "gan.ckpt_every=100000",
-        ],
-    )
-    gjob = GANJob(data=gcfg.data, runtime=gcfg.runtime, gan=gcfg.gan)
-    runs["gan"] = lambda: train_gan(gjob, tmp / "sync-gan")
     for name, fn in runs.items():
         per_step = n if name.startswith("classifier") else 2 * n
         sites = sync_sites(
@@ -819,6 +890,11 @@ def bench_unrestricted(device: torch.device, sizes: Sizes, peak: float | None) -
         for m in (f, g, d):
             m.to(device, memory_format=fmt).eval()
         with tf32(allow_tf32):
+            sync(device)
+            t0 = time.perf_counter()
+            one(dtype)  # cold: first call on these weights (kernel selection, allocator growth)
+            sync(device)
+            cold_s = time.perf_counter() - t0
             r = mod.bench_unrestricted(
                 g, d, f, sizes.unres_n, steps=sizes.unres_steps, repeats=sizes.repeats, amp=dtype
             )
@@ -827,6 +903,8 @@ def bench_unrestricted(device: torch.device, sizes: Sizes, peak: float | None) -
         per_example = flops / sizes.unres_n if flops else None
         rows[name] = {
             **rate_row(r["examples_per_s"], "examples/s", per_example, peak),
+            "cold_seconds": cold_s,
+            "warm_seconds": sizes.unres_n / r["examples_per_s"] if r["examples_per_s"] else None,
             "success_rate": r["success_rate"],
             "mean_steps": r["mean_steps"],
         }
@@ -888,6 +966,7 @@ def environment(device: torch.device, tiny: bool) -> dict[str, Any]:
         "device": str(device),
         "card": name or platform.machine(),
         "peak_bf16_tflops": peak_tflops(name) if device.type == "cuda" else None,
+        "measured_bf16_tflops": measured_tflops(name) if device.type == "cuda" else None,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
@@ -941,8 +1020,8 @@ def table(report: Report) -> str:
         lines.append(f"host syncs: {hs.get('status')} ({hs.get('reason') or hs.get('error')})")
     lines += [
         "",
-        "| workload | baseline /s | fast /s | speed-up | fast TFLOP/s | % of peak |",
-        "|---|---|---|---|---|---|",
+        "| workload | baseline /s | fast /s | speed-up | fast TFLOP/s | % of peak | % of ceiling |",
+        "|---|---|---|---|---|---|---|",
     ]
     model = report.env.get("sizes", {}).get("clf_model", "classifier")
     names = {
@@ -956,17 +1035,18 @@ def table(report: Report) -> str:
         if row.get("status") not in (None, "done"):
             why = row.get("reason") or row.get("error") or row.get("note") or ""
             why = str(why)[:80].replace("|", "/")
-            lines.append(f"| {label} | {row.get('status')}: {why} | | | | |")
+            lines.append(f"| {label} | {row.get('status')}: {why} | | | | | |")
             continue
         if key == "classifier_compile":
             base, fast, speed = row.get("eager") or {}, row.get("compile") or {}, row.get("speedup")
         else:
             base, fast, speed = row.get("baseline") or {}, row.get("fast") or {}, row.get("speedup")
-        frac = fast.get("fraction_of_peak")
+        frac, ceil = fast.get("fraction_of_peak"), fast.get("fraction_of_measured_ceiling")
         lines.append(
             f"| {label} | {_fmt(base.get('per_s'))} | {_fmt(fast.get('per_s'))} | "
             f"{_fmt(speed, '.2f')}x | {_fmt(fast.get('tflops'))} | "
-            f"{_fmt(100 * frac, '.1f') if frac else '-'} |"
+            f"{_fmt(100 * frac, '.1f') if frac else '-'} | "
+            f"{_fmt(100 * ceil, '.1f') if ceil else '-'} |"
         )
     return "\n".join(lines)
 
@@ -993,6 +1073,7 @@ def run(args: argparse.Namespace) -> tuple[Report, Path, int]:
     report = Report(env=environment(device, tiny))
     report.env["sizes"] = asdict(sizes)
     peak = report.env["peak_bf16_tflops"]
+    _CEILING["tflops"] = report.env.get("measured_bf16_tflops")
     path = args.out or output_path(args.out_dir, device)
     write_report(report, path)
     with tempfile.TemporaryDirectory(prefix="advaug-gpu-bench-") as tmp_name:
@@ -1002,6 +1083,7 @@ def run(args: argparse.Namespace) -> tuple[Report, Path, int]:
         c("gan", 15)(lambda: check_gan(device, sizes, tmp))
         c("bf16_vs_fp32", 10)(lambda: check_bf16(device, sizes))
         c("attacks", 10)(lambda: check_attacks(device, sizes))
+        c("study_smoke", 30)(lambda: check_study(device, tmp))
         section(report, "diagnostics", "host_syncs", deadline, 30, path)(
             lambda: host_syncs(device, sizes, tmp)
         )
@@ -1034,7 +1116,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tiny", action="store_true", help="CPU smoke sizes (ADVAUG_BENCH_TINY=1)")
     ap.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    ap.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path(os.environ["OUT"])
+        if os.environ.get("OUT")
+        else ROOT / "benchmarks" / "results",
+        help="default: $OUT when set (what a device machine sends back), else benchmarks/results",
+    )
     ap.add_argument("--out", type=Path, default=None, help="exact JSON path (overrides --out-dir)")
     ap.add_argument("--budget-s", type=float, default=None, help="time budget of the sections")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")

@@ -39,7 +39,7 @@ def tiny_run(tmp_path_factory):
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     return p, json.loads(out.read_text()) if out.is_file() else None
 
@@ -49,7 +49,7 @@ def test_tiny_run_passes_its_checks_and_writes_every_row(tiny_run):
     assert p.returncode == 0, p.stderr[-3000:]
     assert res is not None and res["env"]["tiny"] and res["env"]["finished"]
     assert res["env"]["failed_checks"] == []
-    for name in ("classifier", "gan", "bf16_vs_fp32", "attacks"):
+    for name in ("classifier", "gan", "bf16_vs_fp32", "attacks", "study_smoke"):
         assert res["checks"][name]["ok"] is True, (name, res["checks"][name])
     assert res["checks"]["attacks"]["pgd10_fp32"]["success"] >= 0.99
     assert res["diagnostics"]["host_syncs"]["status"] == "not applicable"  # CUDA only

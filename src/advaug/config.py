@@ -48,6 +48,7 @@ class DataConfig:
     root: str | None = None  # folder or .tar.gz; None = ./data/<name>
     download: bool = False  # fetch the official archive (md5-verified) if absent
     verify: bool = True  # check official md5s; false accepts a well-formed non-official copy
+    check_sizes: bool = True  # official split sizes; false accepts a class-balanced subset
     val_size: int = 0  # images held out of train for validation (stratified, seeded)
     train_limit: int = 0  # >0: class-balanced subset of the training split
     test_limit: int = 0  # >0: class-balanced subset of the test split

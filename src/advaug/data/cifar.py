@@ -371,7 +371,7 @@ def check_counts(
     if expected_total is not None and n != expected_total:
         raise DataError(
             f"{what} has {n} images, expected {expected_total}; the copy is incomplete: replace "
-            "it (or pass check_sizes=False for a deliberately smaller balanced copy)"
+            "it (or set data.check_sizes=false for a deliberately smaller balanced copy)"
         )
     per_class = (expected_total if expected_total is not None else n) // k
     if n == 0 or n % k:

@@ -99,3 +99,47 @@ def test_restarts_stop_when_all_fooled() -> None:
     y = torch.ones(4, dtype=torch.long)  # class 0 wins everywhere: all fooled after restart 1
     PGD(Counting(), eps=0.1, steps=3, restarts=5)(x, y)
     assert calls == [4, 4, 4, 4]  # 3 gradient steps + 1 evaluation, and no second restart
+
+
+def _reference_pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps: int,
+                   start: Tensor | None) -> Tensor:  # fmt: skip
+    """Madry et al.'s PGD written out: x_{t+1} = Π_{B(x, ε) ∩ [0,1]}(x_t + α·sign(∇ CE)),
+    from x_0 = clip(x + start) (or x); the model in eval mode, as the attack runs it."""
+    was = model.training
+    model.eval()
+    adv = x.clone() if start is None else (x + start).clamp(0, 1)
+    path = []
+    for _ in range(steps):
+        adv = adv.detach().requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(adv), y)
+        (grad,) = torch.autograd.grad(loss, adv)
+        adv = adv.detach() + alpha * grad.sign()
+        adv = torch.min(torch.max(adv, x - eps), x + eps).clamp(0, 1)
+        path.append(adv)
+    model.train(was)
+    return path
+
+
+def test_pgd_follows_the_reference_path_step_by_step(trained, test_batch) -> None:
+    """Every iterate, not only the end point: a PGD that projects only after the loop, or that
+    steps by alpha = eps, leaves the reference path (alpha differs from eps here)."""
+    x, y = test_batch
+    x, y = x[:32], y[:32]
+    alpha = EPS / 3
+    path = _reference_pgd(trained, x, y, EPS, alpha, steps=6, start=None)
+    for k, ref in enumerate(path, start=1):
+        got = PGD(trained, eps=EPS, alpha=alpha, steps=k, random_start=False)(x, y)
+        assert torch.allclose(got, ref, atol=1e-6), f"step {k}"
+    # alpha = EPS/3 needs three steps to reach the ball's edge: not there after one
+    assert (path[0] - x).abs().max() <= alpha + 1e-6 < EPS
+
+
+def test_pgd_random_start_is_the_reference_start(trained, test_batch) -> None:
+    x, y = test_batch
+    x, y = x[:32], y[:32]
+    alpha = EPS / 4
+    gen = torch.Generator().manual_seed(3)
+    start = EPS * (torch.rand(x.shape, generator=gen) * 2 - 1)
+    ref = _reference_pgd(trained, x, y, EPS, alpha, steps=4, start=start)[-1]
+    got = PGD(trained, eps=EPS, alpha=alpha, steps=4, rng=torch.Generator().manual_seed(3))(x, y)
+    assert torch.allclose(got, ref, atol=1e-6)

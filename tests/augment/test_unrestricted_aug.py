@@ -79,3 +79,33 @@ def test_every_rank_has_its_own_stream():
     seeds = {technique_seed(s, r) for s in range(3) for r in range(4)}
     assert len(seeds) == 12  # no two (run seed, rank) pairs share a stream
     assert all(technique_seed(s, 0) != s for s in range(3))  # nor the run seed's own stream
+
+
+def _check_labels_are_the_source_classes(t, model, x, y, step):
+    """Each drawn example carries the class its generator was conditioned on: the AC head (which
+    the attack requires to agree with the source) sees that class, and the model, which the
+    example fools when it is made, does not."""
+    out = t(model, x, y, step=step)
+    assert out is not None
+    imgs, labels = out
+    pair = t.g, t.d
+    with torch.no_grad():
+        ac = pair[1](imgs)[1].argmax(1)
+        pred = model(imgs).argmax(1)
+    assert torch.equal(ac, labels)
+    assert not (pred == labels).any()
+    return labels
+
+
+def test_pooled_and_seed_mode_label_each_example_with_its_source_class():
+    model = _clf()
+    x, y = torch.rand(16, 3, 32, 32), torch.arange(16) % 4
+    pooled = UnrestrictedTechnique(
+        UnrestrictedAugConfig(pool_size=32, steps=10, lr=0.2), _Pair(), 0, torch.device("cpu")
+    )
+    _check_labels_are_the_source_classes(pooled, model, x, y, step=0)
+    seed_cfg = UnrestrictedAugConfig(mode="seed", steps=30)
+    seed = UnrestrictedTechnique(seed_cfg, _Pair(), 0, torch.device("cpu"))
+    labels = _check_labels_are_the_source_classes(seed, model, x, y, step=0)
+    # seed mode attacks the batch's own labels: every kept example has one of them
+    assert set(labels.tolist()) <= set(y.tolist())

@@ -43,7 +43,7 @@ MODEL = "ddp-test-mlp"
 class _MLP(nn.Module):
     """Pool to 8x8, then Linear-ReLU-Linear: no batch norm, so the batch split does not matter."""
 
-    def __init__(self, num_classes: int = 10, hidden: int = 32) -> None:
+    def __init__(self, num_classes: int = 10, hidden: int = 32, dropout: float = 0.0) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.net = nn.Sequential(
@@ -51,6 +51,7 @@ class _MLP(nn.Module):
             nn.Flatten(),
             nn.Linear(3 * 8 * 8, hidden),
             nn.ReLU(),
+            nn.Dropout(dropout),  # each rank's random stream draws its masks
             nn.Linear(hidden, num_classes),
         )
 
@@ -62,12 +63,13 @@ if MODEL not in list_models():
     register_model(MODEL)(_MLP)
 
 
-def classifier_job(batch: int) -> ClassifierJob:
+def classifier_job(batch: int, dropout: float = 0.0) -> ClassifierJob:
     """The smoke preset's classifier with the MLP, no augmentation, per-rank batch ``batch``."""
     cfg = build_config(
         "smoke",
         [
             f"classifier.model.name={MODEL}",
+            f"classifier.model.kwargs={{dropout: {dropout}}}",
             f"classifier.batch_size={batch}",
             "classifier.augment.prop=0",
             "data.crop_pad=0",
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stop-after", type=int, default=None)
     ap.add_argument("--gan-iters", type=int, default=6)
     ap.add_argument("--plain-exit", action="store_true")
+    ap.add_argument("--dropout", type=float, default=0.0, help="dropout in the classifier MLP")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if "classifier" in jobs:
         try:
             results["classifier"] = train_classifier(
-                classifier_job(args.batch),
+                classifier_job(args.batch, args.dropout),
                 args.out / "classifier",
                 on_step=stop_after(args.stop_after) if args.stop_after else None,
             )

@@ -9,6 +9,7 @@ from advaug.config import build_config
 from advaug.data.splits import load_splits
 from advaug.errors import CheckpointError, ConfigError
 from advaug.loading import load_classifier
+from advaug.models import list_models, register_model
 from advaug.runtime.checkpoint import load_file
 from advaug.train.classifier import ClassifierJob, train_classifier
 from tests.hooks import Interrupted, stop_after
@@ -54,6 +55,36 @@ def test_interrupted_then_resumed_run_is_bit_identical(tmp_path, splits, techniq
     ]
     epochs = [r["epoch"] for r in recs if r["split"] == "train"]
     assert epochs == [1, 2]
+
+
+class _DropoutNet(torch.nn.Module):
+    """Conv, dropout 0.5 and a linear head: the global random stream decides every mask, so a
+    resume that does not restore it diverges at the first step."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.conv = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.drop = torch.nn.Dropout(0.5)
+        self.fc = torch.nn.Linear(8 * 16 * 16, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.drop(torch.relu(self.conv(x * 2 - 1))).flatten(1))
+
+
+if "test-dropout-net" not in list_models():
+    register_model("test-dropout-net")(_DropoutNet)
+
+
+def test_resume_with_dropout_restores_the_random_stream(tmp_path, splits):
+    job = _job("none", o=["classifier.model.name=test-dropout-net"])
+    train_classifier(job, tmp_path / "full", splits=splits)
+    with pytest.raises(Interrupted):
+        train_classifier(job, tmp_path / "cut", splits=splits, on_step=stop_after(5))
+    torch.manual_seed(12345)  # another process's stream: only the checkpoint's may count
+    train_classifier(job, tmp_path / "cut", splits=splits)
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_ema_and_label_smoothing_resume_too(tmp_path, splits):

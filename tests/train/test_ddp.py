@@ -193,6 +193,21 @@ def test_resume_under_another_world_size(launches, caplog):
     assert epochs == [1, 2]
 
 
+def test_two_rank_resume_with_dropout_is_bit_identical(tmp_path):
+    """Dropout draws from every rank's own random stream: an interrupted 2-rank run must
+    restore each rank's stream to end with the uninterrupted run's weights."""
+    args = ("--jobs", "classifier", "--dropout", "0.5")
+    runs = [_two_ranks(tmp_path / "full", *args)]
+    runs.append(_two_ranks(tmp_path / "cut", *args, "--stop-after", "5"))
+    runs.append(_two_ranks(tmp_path / "cut", *args))
+    for codes, text in runs:
+        assert codes == [0, 0], text[-3000:]
+    assert json.loads((tmp_path / "cut" / "rank1.json").read_text())["classifier"] != "interrupted"
+    full = load_file(tmp_path / "full" / "classifier" / "checkpoints" / "final.pt")["model"]
+    cut = load_file(tmp_path / "cut" / "classifier" / "checkpoints" / "final.pt")["model"]
+    assert all(torch.equal(full[k], cut[k]) for k in full)
+
+
 def test_loader_position_converts_through_images_consumed():
     s = {"loader": {"epoch": 3, "batch": 5}, "world_size": 2}
     assert loader_position(s, 2, 100) == {"epoch": 3, "batch": 5}

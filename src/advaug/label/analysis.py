@@ -104,13 +104,18 @@ def krippendorff_alpha(units: dict[int, list[int]]) -> float | None:
 
 
 def cohen_kappa(a: list[bool], b: list[bool]) -> float | None:
-    """Cohen's kappa of two paired ratings (scikit-learn); ``None`` when chance agreement is
-    total (both constant and equal: kappa is undefined)."""
-    if not a or (len(set(a)) == 1 and set(a) == set(b)):
+    """Cohen's kappa of two paired yes/no ratings, κ = (p_o − p_e) / (1 − p_e): p_o the share
+    of pairs that agree, p_e the agreement expected by chance from each rater's own yes rate.
+    ``None`` when chance agreement is total (p_e = 1: kappa is undefined)."""
+    n = len(a)
+    if n == 0 or n != len(b):
         return None
-    from sklearn.metrics import cohen_kappa_score
-
-    value = float(cohen_kappa_score(a, b))
+    p_o = sum(x == y for x, y in zip(a, b, strict=True)) / n
+    ya, yb = sum(a) / n, sum(b) / n
+    p_e = ya * yb + (1 - ya) * (1 - yb)
+    if p_e >= 1:
+        return None
+    value = (p_o - p_e) / (1 - p_e)
     return value if math.isfinite(value) else None
 
 

@@ -33,7 +33,13 @@ def load_splits(cfg: DataConfig, seed: int = 0) -> Splits:
     The validation split is carved from the full training set first, so it does not depend on
     ``train_limit``; subsets are class-balanced.
     """
-    data = load_dataset(cfg.name, cfg.root, download=cfg.download, verify=cfg.verify)
+    data = load_dataset(
+        cfg.name,
+        cfg.root,
+        download=cfg.download,
+        verify=cfg.verify,
+        checksums=cfg.checksums or None,
+    )
     train = data.train_split()
     val = None
     if cfg.val_size:

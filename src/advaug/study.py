@@ -10,6 +10,7 @@ same way (``eval/<model>.json`` carries the hash of everything it depends on).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -20,16 +21,17 @@ from typing import Any
 import torch
 
 from advaug.augment import build_technique
-from advaug.config import StudyConfig, config_hash, dump_yaml, same_config, to_dict
+from advaug.config import StudyConfig, config_diff, config_hash, dump_yaml, to_dict
 from advaug.data.datasets import dataset_info
 from advaug.data.splits import Splits, load_splits
 from advaug.errors import ConfigError
 from advaug.imaging import save_grid
 from advaug.loading import load_classifier, load_gan
-from advaug.log import get_logger
+from advaug.log import fmt_seconds, get_logger, log_to_file
 from advaug.models import build_gan
 from advaug.runtime import make_runtime
 from advaug.runtime.checkpoint import atomic_write_text
+from advaug.runtime.lock import FolderLock
 from advaug.train.classifier import (
     ClassifierJob,
     build_classifier,
@@ -38,6 +40,7 @@ from advaug.train.classifier import (
 )
 from advaug.train.gan import GANJob, train_gan
 from advaug.train.loop import check_batch_size
+from advaug.train.run import stored_status
 from advaug.train.steps import classifier_step, critic_step, generator_step
 
 log = get_logger(__name__)
@@ -91,22 +94,30 @@ def _fmt_s(s: float) -> str:
 
 
 def _status(folder: Path, job: Any) -> str:
-    cfg = folder / "config.yaml"
-    if not cfg.is_file():
+    """todo | partial | done | stale; a run folder whose config.yaml is unreadable counts as
+    its checkpoints say (see :func:`advaug.train.run.stored_status`)."""
+    status = stored_status(folder, job)
+    if status == "new":
         return "todo"
-    if not same_config(cfg.read_text(), job):
+    if status == "different":
         return "stale"
     return "done" if (folder / "result.json").is_file() else "partial"
 
 
 def _set_aside_if_stale(folder: Path, job: Any) -> None:
     if _status(folder, job) == "stale":
+        text = (folder / "config.yaml").read_text()
         old = config_hash(json.loads(json.dumps(_yaml_load(folder / "config.yaml"))))
         dest = folder.with_name(f"{folder.name}.stale-{old}")
         if dest.exists():
             shutil.rmtree(dest)
         folder.rename(dest)
-        log.info("config of %s changed; moved the old run to %s", folder, dest)
+        log.info(
+            "config of %s changed (%s); moved the old run to %s",
+            folder,
+            config_diff(text, job),
+            dest,
+        )
 
 
 def _yaml_load(path: Path) -> Any:
@@ -137,16 +148,28 @@ def _only_technique(c: dict[str, Any], technique: str) -> dict[str, Any]:
 
 
 def _classifier_job(cfg: StudyConfig, technique: str, seed: int, gan_dir: Path) -> ClassifierJob:
+    """The job of one compared classifier. A GAN-based one names the study's GAN by its
+    checkpoint's sha256 (known once the GAN is finished); where the GAN lies is not part of its
+    identity, so a moved study folder or another spelling of ``--out`` is the same study."""
     c = _only_technique(to_dict(cfg.classifier), technique)
     from advaug.config import ClassifierConfig, from_dict
 
+    uses_gan = technique in ("gan", "unrestricted")
     return ClassifierJob(
         data=cfg.data,
         runtime=cfg.runtime,
         classifier=from_dict(ClassifierConfig, c),
         seed=seed,
-        gan=str(gan_dir) if technique in ("gan", "unrestricted") else None,
+        gan=str(gan_dir) if uses_gan else None,
+        gan_sha256=_gan_sha256(gan_dir) if uses_gan else "",
     )
+
+
+def _gan_sha256(gan_dir: Path) -> str:
+    """The sha256 of a finished GAN run's final weights ("" before it is finished)."""
+    if not (gan_dir / "result.json").is_file():
+        return ""
+    return _file_hash(gan_dir / "checkpoints" / "final.json")
 
 
 def _reference_job(cfg: StudyConfig) -> ClassifierJob:
@@ -177,15 +200,20 @@ def plan_study(cfg: StudyConfig, out: str | Path, *, estimate: bool = True) -> P
     plan.stages.append(
         Stage("reference", "reference", out / "reference", ref, _status(out / "reference", ref))
     )
+    gan_done = not needs_gan or plan.stages[0].status == "done"
+    trained = {}
     for name, t, s in model_names(cfg):
         job = _classifier_job(cfg, t, s, gan_dir)
         folder = out / "classifiers" / name
-        plan.stages.append(Stage(name, "classifier", folder, job, _status(folder, job)))
+        status = _status(folder, job)
+        if job.gan and not gan_done:  # the GAN will be (re)trained: so will this classifier
+            status = "stale" if folder.exists() else "todo"
+        trained[name] = status
+        plan.stages.append(Stage(name, "classifier", folder, job, status))
     for name, _, _ in model_names(cfg):
         path = out / "eval" / f"{name}.json"
-        plan.stages.append(
-            Stage(name, "evaluate", path, None, "done" if path.is_file() else "todo")
-        )
+        done = path.is_file() and trained[name] == "done"
+        plan.stages.append(Stage(name, "evaluate", path, None, "done" if done else "todo"))
     plan.stages.append(Stage("report", "report", out / "report", None, "todo"))
     if estimate:
         _estimate(plan)
@@ -286,9 +314,11 @@ def _latent_steps(cfg: StudyConfig, steps: int) -> float:
 
 
 def run_study(cfg: StudyConfig, out: str | Path):
-    """Run (or resume) every stage, then write the report; returns the report handle."""
-    from advaug.report import write_report
+    """Run (or resume) every stage, then write the report; returns the report handle.
 
+    The study folder is locked from start to end (a second study on it is refused with the
+    holder's pid, host and start time), and the log lines go to its ``log.txt`` too.
+    """
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -296,52 +326,45 @@ def run_study(cfg: StudyConfig, out: str | Path):
         raise ConfigError(
             f"cannot create study folder {out} ({e.strerror}); choose another --out"
         ) from e
+    with FolderLock(out, "study"), log_to_file(out / "log.txt"):
+        return _run(cfg, out)
+
+
+def _run(cfg: StudyConfig, out: Path):
+    from advaug.report import write_report
+
     plan = plan_study(cfg, out, estimate=False)
     t0 = time.perf_counter()
     atomic_write_text(out / "config.yaml", dump_yaml(cfg))
     splits = load_splits(cfg.data, seed=cfg.seed)
-    log.info("study %s: %s", cfg.name, splits.describe())
+    log.info("study %s in %s: %s", cfg.name, out, splits.describe())
     _check_stages(plan, splits)
     info = _study_info(cfg, splits)
     _write_info(out, info)
-    gan_pair = None
-    gan_stage = next((s for s in plan.stages if s.kind == "gan"), None)
-    if gan_stage is not None and _status(gan_stage.folder, gan_stage.job) in ("todo", "stale"):
-        # classifiers trained on another GAN's samples are stale too, whatever their config says
-        for s in plan.stages:
-            uses_gan = s.kind == "classifier" and s.job.classifier.augment.technique != "none"
-            if uses_gan and s.job.gan and s.folder.exists():
-                dest = s.folder.with_name(f"{s.folder.name}.stale-gan")
-                if dest.exists():
-                    shutil.rmtree(dest)
-                s.folder.rename(dest)
-                log.info("the GAN will be retrained; moved %s to %s", s.folder, dest)
-    for stage in plan.stages:
-        if stage.kind in ("gan", "reference", "classifier"):
-            _set_aside_if_stale(stage.folder, stage.job)
-        if stage.kind == "gan":
-            log.info("stage gan (%s)", _status(stage.folder, stage.job))
-            info["gan"] = {
-                "run_dir": "gan",
-                "result": train_gan(
-                    stage.job,
-                    stage.folder,
-                    splits=splits,
-                    collapse_threshold=cfg.evaluate.collapse_threshold,
-                ),
-            }
-        elif stage.kind in ("reference", "classifier"):
-            log.info("stage %s (%s)", stage.name, _status(stage.folder, stage.job))
-            res = train_classifier(stage.job, stage.folder, splits=splits)
-            if stage.kind == "reference":
-                info["reference"] = {
-                    "run_dir": "reference",
-                    "arch": cfg.reference_model.name,
-                    "test_top1": res["test_top1"],
-                }
+    _set_aside_if_gan_changes(plan)
+    training = [s for s in plan.stages if s.kind in ("gan", "reference", "classifier")]
+    for i, stage in enumerate(training, 1):
+        if stage.kind == "classifier" and stage.job.gan:  # the GAN is finished by now
+            stage.job = dataclasses.replace(stage.job, gan_sha256=_gan_sha256(out / "gan"))
+        _set_aside_if_stale(stage.folder, stage.job)
+        status = _status(stage.folder, stage.job)
+        log.info(
+            "stage %d/%d %s: %s",
+            i,
+            len(training),
+            stage.kind if stage.name == stage.kind else f"{stage.kind} {stage.name}",
+            "done, skipped" if status == "done" else f"{status}, training",
+        )
+        t_stage = time.perf_counter()
+        _train_stage(cfg, stage, splits, info)
+        if status != "done":
+            log.info(
+                "stage %s finished in %s", stage.name, fmt_seconds(time.perf_counter() - t_stage)
+            )
         _write_info(out, info)
     rt = make_runtime(cfg.runtime)
     reference = load_classifier(out / "reference", rt.device)
+    gan_pair = None
     if "gan" in info:
         gan_pair = load_gan(out / "gan", rt.device)
         info["gan"]["quality"] = _gan_quality(cfg, out, gan_pair, reference, splits)
@@ -351,7 +374,44 @@ def run_study(cfg: StudyConfig, out: str | Path):
     info["finished"] = True
     info["wall_seconds"] = info.get("wall_seconds", 0.0) + time.perf_counter() - t0
     _write_info(out, info)
-    return write_report(out)
+    report = write_report(out)
+    log.info("study %s finished: report %s", cfg.name, report.index_html)
+    return report
+
+
+def _set_aside_if_gan_changes(plan: Plan) -> None:
+    """Classifiers trained on another GAN's samples are stale too, whatever their config says:
+    when the GAN will be (re)trained, move them aside (``<name>.stale-gan``)."""
+    gan_stage = next((s for s in plan.stages if s.kind == "gan"), None)
+    if gan_stage is None or _status(gan_stage.folder, gan_stage.job) not in ("todo", "stale"):
+        return
+    for s in plan.stages:
+        if s.kind == "classifier" and s.job.gan and s.folder.exists():
+            dest = s.folder.with_name(f"{s.folder.name}.stale-gan")
+            if dest.exists():
+                shutil.rmtree(dest)
+            s.folder.rename(dest)
+            log.info("the GAN will be retrained; moved %s to %s", s.folder, dest)
+
+
+def _train_stage(cfg: StudyConfig, stage: Stage, splits: Splits, info: dict[str, Any]) -> None:
+    """Train (or resume, or skip) one run of the study and record it in ``info``."""
+    if stage.kind == "gan":
+        result = train_gan(
+            stage.job,
+            stage.folder,
+            splits=splits,
+            collapse_threshold=cfg.evaluate.collapse_threshold,
+        )
+        info["gan"] = {"run_dir": "gan", "result": result}
+        return
+    res = train_classifier(stage.job, stage.folder, splits=splits)
+    if stage.kind == "reference":
+        info["reference"] = {
+            "run_dir": "reference",
+            "arch": cfg.reference_model.name,
+            "test_top1": res["test_top1"],
+        }
 
 
 def _check_stages(plan: Plan, splits: Splits) -> None:
@@ -522,8 +582,10 @@ def _evaluate_all(cfg: StudyConfig, out: Path, splits: Splits, pair, reference) 
         )
         path = out / "eval" / f"{name}.json"
         if path.is_file() and json.loads(path.read_text()).get("hash") == key:
+            log.info("evaluate %s: done, skipped", name)
             continue
-        log.info("evaluating %s", name)
+        log.info("evaluate %s: evaluating", name)
+        t_eval = time.perf_counter()
         model = load_classifier(folder, rt.device)
         res = evaluate_model(
             model,
@@ -565,6 +627,21 @@ def _evaluate_all(cfg: StudyConfig, out: Path, splits: Splits, pair, reference) 
             pair_grid(pair.generator, uae, out / "grids" / f"uae-{name}.png")
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(res, indent=2, default=float))
+        log.info(
+            "evaluate %s: finished in %s (%s)",
+            name,
+            fmt_seconds(time.perf_counter() - t_eval),
+            _headline(res["metrics"]),
+        )
+
+
+def _headline(metrics: dict[str, Any]) -> str:
+    """Clean top-1 and the PGD accuracy of an evaluation, for its log line."""
+    parts = []
+    for key, m in metrics.items():
+        if (key == "clean_top1" or key.startswith("pgd")) and m.get("value") is not None:
+            parts.append(f"{key} {100 * m['value']:.1f}%")
+    return ", ".join(parts)
 
 
 def _file_hash(manifest: Path) -> str:

@@ -211,3 +211,37 @@ def test_a_corrupt_stage_config_is_repaired_or_named(smoke_study, tmp_path):
         plan_study(cfg, copy, estimate=False)
     msg = str(e.value)
     assert str(cfg_file) in msg and "not valid YAML" in msg and "\n" not in msg
+
+
+def test_dry_run_counts_what_the_study_really_does(monkeypatch, tmp_path):
+    """The estimate multiplies timed operations (faked here: 1 s each) by the real counts: the
+    test split's size (not the protocol's robust_samples when the split is smaller), every
+    attack step of the evaluation, and the training steps of the real training split."""
+    from advaug.train import cost
+    from advaug.train.cost import Cost
+
+    one = Cost(1.0, 0.5, 2.0)
+    for name in ("forward_cost", "attack_step_cost", "classifier_step_cost", "checkpoint_cost"):
+        monkeypatch.setattr(cost, name, lambda *a, **k: one)
+    monkeypatch.setattr(cost, "run_open_cost", lambda: Cost())
+    monkeypatch.setattr(cost, "figure_cost", lambda: one)
+    cfg = build_config(
+        "smoke",
+        ["techniques=[none]", "evaluate.gan_samples_per_class=0", "evaluate.uae_samples=0",
+         "evaluate.robust_samples=1000", "evaluate.fgsm_eps=[0.01,0.02]", "evaluate.pgd_steps=3",
+         "data.test_limit=0", "runtime.ckpt_every_min=1e9"],
+    )  # fmt: skip
+    plan = plan_study(cfg, tmp_path / "s")
+    stages = {(s.kind, s.name): s for s in plan.stages}
+    n_test = 359  # the digits test split: fewer than robust_samples
+    fwd, grad = n_test, n_test  # one each per image
+    assert stages["evaluate", "none-s0"].cost.mid == fwd + 2 * (grad + fwd) + (3 * grad + fwd)
+    steps = 300 // 32 * 2  # train_limit 300, batch 32, 2 epochs
+    none = stages["classifier", "none-s0"].cost
+    # the steps, the test split's forward pass, a checkpoint (model and optimiser) per epoch
+    assert none.mid == pytest.approx(steps + n_test + 2 * (2 + 1))
+    assert none.low < none.mid < none.high
+    text = plan.describe()
+    assert "estimated remaining wall time" in text and "range" in text
+    assert "the real splits: train 300, val 0, test 359" in text
+    assert "measured here" in text

@@ -11,12 +11,15 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from advaug._version import __version__
 from advaug.config import UNRESTRICTED_PRESETS
 from advaug.errors import AdvaugError, ConfigError
+
+_STARTED = time.perf_counter()  # a dry run's estimate counts what starting the command took
 
 EPILOG = """overrides are key=value pairs over the preset, e.g. classifier.epochs=3
 data.name=cifar100 data.root=../shared/data/cifar-100-python data.verify=false
@@ -187,7 +190,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.print_config:
         return _print_config(cfg)
     if args.dry_run:
-        print(plan_study(cfg, args.out).describe())
+        startup = time.perf_counter() - _STARTED  # importing torch and advaug, as a study would
+        print(plan_study(cfg, args.out, startup_s=startup).describe())
         return 0
     report = run_study(cfg, args.out)
     print(report.table_text)

@@ -242,6 +242,6 @@ def test_dry_run_counts_what_the_study_really_does(monkeypatch, tmp_path):
     assert none.mid == pytest.approx(steps + n_test + 2 * (2 + 1))
     assert none.low < none.mid < none.high
     text = plan.describe()
-    assert "estimated remaining wall time" in text and "range" in text
+    assert "estimated remaining cost" in text and "range" in text
     assert "the real splits: train 300, val 0, test 359" in text
     assert "measured here" in text

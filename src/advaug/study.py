@@ -97,7 +97,7 @@ class Plan:
         lines.append(f"  start: Python, imports, the data {_fmt_cost(self.startup)}")
         total = self.total
         lines.append(
-            f"estimated remaining wall time: ~{fmt_seconds(total.mid)} "
+            f"estimated remaining cost: ~{fmt_seconds(total.mid)} of wall time "
             f"(range {fmt_seconds(total.low)} to {fmt_seconds(total.high)}) on this machine"
         )
         lines.append(

@@ -150,3 +150,218 @@ def test_evaluate_refuses_a_checkpoint_for_another_class_count(capsys, trained, 
     assert torch.load(tmp_path / "c" / "checkpoints" / "final.pt", weights_only=True)
     code, _, err = run(capsys, "--quiet", "evaluate", str(tmp_path / "c"), "--preset", "smoke")
     assert code == 1 and "7 classes" in err and len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the flags go, presets, --print-config and --config
+# ---------------------------------------------------------------------------------------------
+
+
+def test_quiet_and_debug_work_after_the_command_too(capsys):
+    from advaug import log
+    from advaug.errors import ConfigError
+
+    log.set_progress(True)
+    code, _, _ = run(capsys, "models", "--quiet")
+    assert code == 0 and log._state["progress"] is False
+    with pytest.raises(ConfigError):  # --debug after the command: the traceback, not one line
+        main(["train-classifier", "--preset", "smoke", "classifier.epochs=-1", "--debug"])
+    log.set_progress(True)
+
+
+def test_presets_say_what_each_is_for(capsys):
+    code, out, _ = run(capsys, "presets")
+    assert code == 0
+    smoke = out[out.index("smoke") :]
+    assert "seconds on a CPU" in smoke and "digits; tiny-cnn x 2 epochs" in smoke
+
+
+@pytest.mark.parametrize("command", [["study"], ["train-gan"], ["train-classifier"]])
+def test_print_config_round_trips_through_config(capsys, tmp_path, command):
+    code, printed, _ = run(
+        capsys, *command, "--preset", "smoke", "--print-config", "classifier.optim.lr=0.02"
+    )
+    assert code == 0 and "seed: 0" in printed
+    (tmp_path / "c.yaml").write_text(printed)
+    code, again, _ = run(capsys, *command, "--config", str(tmp_path / "c.yaml"), "--print-config")
+    assert code == 0 and again == printed
+    code, _, err = run(capsys, *command, "--config", str(tmp_path / "c.yaml"), "--preset", "demo")
+    assert code == 2 and "not both" in err
+
+
+def test_a_runs_config_yaml_can_be_fed_back(capsys, trained):
+    """A classifier run's config.yaml (its job: ckpt_every_steps, gan, gan_sha256) is a config."""
+    result = trained / "clf" / "result.json"
+    stamp = result.stat().st_mtime_ns
+    code, out, err = run(
+        capsys,
+        "--quiet",
+        "train-classifier",
+        "--config",
+        str(trained / "clf" / "config.yaml"),
+        "--out",
+        str(trained / "clf"),
+    )
+    assert code == 0, err
+    assert json.loads(out)["test_top1"] == json.loads(result.read_text())["test_top1"]
+    assert result.stat().st_mtime_ns == stamp  # the same run: finished, nothing redone
+
+
+def test_a_changed_config_refusal_names_the_keys(capsys, trained):
+    code, _, err = run(
+        capsys,
+        "--quiet",
+        "train-classifier",
+        "--preset",
+        "smoke",
+        "--out",
+        str(trained / "clf"),
+        "classifier.optim.lr=0.01",
+        "seeds=[3]",
+    )
+    assert code == 2
+    assert "classifier.optim.lr 0.05 -> 0.01" in err and "seed 0 -> 3" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_corrupt_run_config_is_named_not_called_different(capsys, trained, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "clf"
+    shutil.copytree(trained / "clf", run_dir)
+    (run_dir / "config.yaml").write_text("data: {name: [digits\n")
+    args = ["--quiet", "train-classifier", "--preset", "smoke", "--out", str(run_dir)]
+    code, _, err = run(capsys, *args)  # the checkpoints show it was this config: rewritten
+    assert code == 0, err
+    assert "classifier:" in (run_dir / "config.yaml").read_text()
+    (run_dir / "config.yaml").write_text("data: {name: [digits\n")
+    code, _, err = run(capsys, *args, "classifier.optim.lr=0.01")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert str(run_dir / "config.yaml") in err and "not valid YAML" in err
+    assert "different config" not in err and "delete" not in err
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate and attack check before they compute; GANs and references of another dataset
+# ---------------------------------------------------------------------------------------------
+
+
+def test_evaluate_uses_the_runs_own_config_without_a_preset(capsys, trained):
+    code, out, err = run(capsys, "--quiet", "evaluate", str(trained / "clf"))
+    assert code == 0, err
+    assert "digits test split, 100 images" in out  # smoke's test_limit, not demo's 359
+    assert str(trained / "clf" / "config.yaml") in err
+
+
+def _foreign_gan(folder, classes):
+    from advaug.models import build_gan
+    from advaug.runtime.checkpoint import save_final
+
+    g, d = build_gan("acgan", len(classes), width=8, z_dim=8)
+    state = {
+        "generator": g.state_dict(),
+        "critic": d.state_dict(),
+        "g_arch": {"arch_name": g.arch_name, "arch_kwargs": dict(g.arch_kwargs)},
+        "d_arch": {"arch_name": d.arch_name, "arch_kwargs": dict(d.arch_kwargs)},
+        "num_classes": len(classes),
+        "classes": classes,
+    }
+    (folder / "checkpoints").mkdir(parents=True)
+    save_final(folder / "checkpoints" / "final.pt", state)
+    return folder
+
+
+def test_a_gan_of_another_dataset_is_refused_before_anything_runs(capsys, trained, tmp_path):
+    seven = _foreign_gan(tmp_path / "gan7", [str(i) for i in range(7)])
+    out = tmp_path / "clf"
+    code, _, err = run(
+        capsys,
+        "--quiet",
+        "train-classifier",
+        "--preset",
+        "smoke",
+        "--technique",
+        "gan",
+        "--gan",
+        str(seven),
+        "--out",
+        str(out),
+    )
+    assert code == 1 and "7 classes" in err and "IndexError" not in err
+    assert not out.exists(), "a refused GAN must not leave a run folder"
+    named = _foreign_gan(tmp_path / "gan-cifar", ["airplane", "automobile", *"abcdefgh"])
+    code, _, err = run(
+        capsys,
+        "--quiet",
+        "train-classifier",
+        "--preset",
+        "smoke",
+        "--technique",
+        "gan",
+        "--gan",
+        str(named),
+        "--out",
+        str(out),
+    )
+    assert code == 1 and "airplane" in err and not (out / "checkpoints").exists()
+    code, _, err = run(
+        capsys,
+        "--quiet",
+        "evaluate",
+        str(trained / "clf"),
+        "--preset",
+        "smoke",
+        "--gan",
+        str(seven),
+    )
+    assert code == 1 and "7 classes" in err and len(err.strip().splitlines()) == 1
+
+
+def _attack(capsys, trained, out, *extra):
+    return run(
+        capsys,
+        "--quiet",
+        "attack",
+        "unrestricted",
+        str(trained / "clf"),
+        "--gan",
+        str(trained / "gan"),
+        "-n",
+        "10",
+        "--steps",
+        "2",
+        "--out",
+        str(out),
+        *extra,
+    )
+
+
+def test_attack_checks_its_inputs_before_it_computes(capsys, trained, tmp_path, monkeypatch):
+    import advaug.evaluate.uae as uae
+
+    def tripwire(*a, **k):
+        raise AssertionError("the attack ran before its inputs were checked")
+
+    monkeypatch.setattr(uae, "run_uae", tripwire)
+    code, _, err = _attack(capsys, trained, tmp_path / "a", "--reference", str(tmp_path / "no"))
+    assert code == 1 and "no checkpoint found" in err
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "file").write_text("x")
+    code, _, err = _attack(capsys, trained, tmp_path / "file")
+    assert code == 2 and "is a file" in err and "FileExistsError" not in err
+    # a reference classifier of another dataset (same class count, other classes)
+    from advaug.runtime.checkpoint import load_file, save_final
+
+    state = load_file(trained / "clf" / "checkpoints" / "final.pt")
+    state["classes"] = ["airplane", "automobile", *"abcdefgh"]
+    (tmp_path / "ref" / "checkpoints").mkdir(parents=True)
+    save_final(tmp_path / "ref" / "checkpoints" / "final.pt", state)
+    code, _, err = _attack(capsys, trained, tmp_path / "b", "--reference", str(tmp_path / "ref"))
+    assert code == 1 and "airplane" in err and "reference" in err
+
+
+def test_attack_files_have_the_usual_mode(capsys, trained, tmp_path):
+    code, _, err = _attack(capsys, trained, tmp_path / "m")
+    assert code == 0, err
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "m").iterdir()}
+    assert modes["uae.safetensors"] == modes["summary.json"] == modes["pairs.png"], modes

@@ -112,3 +112,136 @@ def test_retraining_the_gan_retrains_the_classifiers_that_used_it(tmp_path):
     assert (out / "classifiers" / "none-s0" / "result.json").stat().st_mtime_ns == none_stamp
     assert (out / "classifiers" / "gan-s0" / "result.json").stat().st_mtime_ns != gan_stamp
     assert (out / "classifiers" / "gan-s0.stale-gan").is_dir()
+
+
+def _stamps(out: Path) -> dict[Path, int]:
+    """The mtimes of every file that finishing a stage writes."""
+    files = [*out.glob("*/result.json"), *out.glob("classifiers/*/result.json")]
+    return {p.relative_to(out): p.stat().st_mtime_ns for p in [*files, *out.glob("eval/*.json")]}
+
+
+def test_a_moved_study_or_another_spelling_of_its_folder_redoes_nothing(
+    smoke_study, tmp_path, monkeypatch
+):
+    """The GAN's folder is where the GAN lies, not what it is: a moved or copied study, a
+    relative instead of an absolute --out, or another working directory is the same study."""
+    import shutil
+
+    cfg, out, _ = smoke_study
+    moved = tmp_path / "elsewhere" / "moved"
+    shutil.copytree(out, moved)
+    before = _stamps(moved)
+    monkeypatch.chdir(moved.parent)
+    for spelling in ("moved", str(moved), "./../elsewhere/moved"):
+        stages = plan_study(cfg, spelling, estimate=False).stages
+        assert {s.name: s.status for s in stages if s.kind != "report"} == {
+            s.name: "done" for s in stages if s.kind != "report"
+        }, spelling
+    run_study(cfg, "moved")
+    assert _stamps(moved) == before
+    assert not list(moved.glob("classifiers/*.stale-*"))
+
+
+def test_same_command_same_numbers(smoke_study, tmp_path):
+    """Two runs of the same study give the same metrics (timings aside) and the same weights."""
+    from advaug.runtime.checkpoint import load_file
+    from tests.reliability.helpers import assert_states_equal
+
+    cfg, out, _ = smoke_study
+    again = tmp_path / "again"
+    run_study(cfg, again)
+    for ev in sorted((out / "eval").glob("*.json")):
+        a, b = json.loads(ev.read_text()), json.loads((again / "eval" / ev.name).read_text())
+        for res in (a, b):
+            res.pop("cost"), res.pop("checkpoint")
+        assert a == b, ev.name
+    for final in sorted(out.glob("**/checkpoints/final.pt")):
+        rel = final.relative_to(out)
+        assert_states_equal(load_file(final), load_file(again / rel), str(rel))
+    info = [json.loads((d / "study.json").read_text())["gan"]["quality"] for d in (out, again)]
+    assert info[0] == info[1]
+
+
+def test_logs_stay_in_every_run_and_study_folder(smoke_study):
+    cfg, out, _ = smoke_study
+    study_log = (out / "log.txt").read_text()
+    n = len(cfg.techniques) + 2
+    for i, name in enumerate(["gan", "reference", *(f"classifier {t}-s0" for t in cfg.techniques)]):
+        assert f"stage {i + 1}/{n} {name}: todo, training" in study_log
+    for t in cfg.techniques:
+        assert f"evaluate {t}-s0: finished in" in study_log
+    for t in cfg.techniques:
+        run_log = (out / "classifiers" / f"{t}-s0" / "log.txt").read_text()
+        epochs = [line for line in run_log.splitlines() if f"{t}-s0 epoch " in line]
+        assert len(epochs) == cfg.classifier.epochs, run_log
+        assert all("loss" in e and "lr" in e and "img/s" in e and "ETA" in e for e in epochs)
+        assert epochs[0] in study_log  # the study's log has its runs' lines too
+    assert "iteration" in (out / "gan" / "log.txt").read_text()
+    assert not list(out.glob("**/advaug.lock")), "a finished study holds no lock"
+
+
+def test_classifier_runs_keep_sample_images(smoke_study):
+    cfg, out, _ = smoke_study
+    for t in cfg.techniques:
+        assert (out / "classifiers" / f"{t}-s0" / "samples" / "train-batch.png").is_file()
+
+
+def test_a_corrupt_stage_config_is_repaired_or_named(smoke_study, tmp_path):
+    import shutil
+
+    from advaug.errors import ConfigError
+
+    cfg, out, _ = smoke_study
+    copy = tmp_path / "s"
+    shutil.copytree(out, copy)
+    cfg_file = copy / "classifiers" / "none-s0" / "config.yaml"
+    cfg_file.write_text("data: {name: [digits\n")  # cut in the middle of a flow node
+    plan = {s.name: s.status for s in plan_study(cfg, copy, estimate=False).stages}
+    assert plan["none-s0"] == "done"  # its checkpoints were made with this very config
+    stamps = _stamps(copy)
+    run_study(cfg, copy)
+    assert _stamps(copy) == stamps
+    assert "classifier:" in cfg_file.read_text()  # written again
+    # checkpoints of another config beside the unreadable file: refused, naming the file
+    cfg_file.write_text("data: {name: [digits\n")
+    manifests = list((copy / "classifiers" / "none-s0" / "checkpoints").glob("step-*.json"))
+    for m in manifests:
+        m.write_text(json.dumps({**json.loads(m.read_text()), "config_hash": "0123456789ab"}))
+    with pytest.raises(ConfigError) as e:
+        plan_study(cfg, copy, estimate=False)
+    msg = str(e.value)
+    assert str(cfg_file) in msg and "not valid YAML" in msg and "\n" not in msg
+
+
+def test_dry_run_counts_what_the_study_really_does(monkeypatch, tmp_path):
+    """The estimate multiplies timed operations (faked here: 1 s each) by the real counts: the
+    test split's size (not the protocol's robust_samples when the split is smaller), every
+    attack step of the evaluation, and the training steps of the real training split."""
+    from advaug.train import cost
+    from advaug.train.cost import Cost
+
+    one = Cost(1.0, 0.5, 2.0)
+    for name in ("forward_cost", "attack_step_cost", "classifier_step_cost", "checkpoint_cost"):
+        monkeypatch.setattr(cost, name, lambda *a, **k: one)
+    monkeypatch.setattr(cost, "run_open_cost", lambda: Cost())
+    monkeypatch.setattr(cost, "figure_cost", lambda: one)
+    cfg = build_config(
+        "smoke",
+        ["techniques=[none]", "evaluate.gan_samples_per_class=0", "evaluate.uae_samples=0",
+         "evaluate.robust_samples=1000", "evaluate.fgsm_eps=[0.01,0.02]", "evaluate.pgd_steps=3",
+         "data.test_limit=0", "runtime.ckpt_every_min=1e9"],
+    )  # fmt: skip
+    plan = plan_study(cfg, tmp_path / "s")
+    stages = {(s.kind, s.name): s for s in plan.stages}
+    n_test = 359  # the digits test split: fewer than robust_samples
+    fwd, grad = n_test, n_test  # one each per image
+    assert stages["evaluate", "none-s0"].cost.mid == fwd + 2 * (grad + fwd) + (3 * grad + fwd)
+    steps = 300 // 32 * 2  # train_limit 300, batch 32, 2 epochs
+    none = stages["classifier", "none-s0"].cost
+    # the steps, the test split's forward pass, a checkpoint (model and optimiser) per epoch
+    assert none.mid == pytest.approx(steps + n_test + 2 * (2 + 1))
+    assert none.low < none.mid < none.high
+    text = plan.describe()
+    assert "estimated remaining cost" in text and "range" in text
+    assert "the real splits: train 300, val 0, test 359" in text
+    assert "measured here" in text

@@ -11,12 +11,15 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from advaug._version import __version__
 from advaug.config import UNRESTRICTED_PRESETS
 from advaug.errors import AdvaugError, ConfigError
+
+_STARTED = time.perf_counter()  # a dry run's estimate counts what starting the command took
 
 EPILOG = """overrides are key=value pairs over the preset, e.g. classifier.epochs=3
 data.name=cifar100 data.root=../shared/data/cifar-100-python data.verify=false
@@ -28,8 +31,33 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see `{self.prog} --help`)")
 
 
-def _common(p: argparse.ArgumentParser, out_default: str | None = None) -> None:
-    p.add_argument("--preset", default="demo", help="preset name or YAML path (default: demo)")
+def _flag_parser(before_command: bool) -> argparse.ArgumentParser:
+    """``--debug`` and ``--quiet``, accepted before the command and after it. After it they
+    have no default, so that they never undo the same flag given before the command."""
+    p = argparse.ArgumentParser(add_help=False)
+    kw: dict[str, Any] = {} if before_command else {"default": argparse.SUPPRESS}
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs", **kw)
+    p.add_argument("--quiet", action="store_true", help="no progress bars or lines", **kw)
+    return p
+
+
+def _common(
+    p: argparse.ArgumentParser,
+    out_default: str | None = None,
+    preset_default: str = "demo",
+) -> None:
+    p.add_argument("--preset", help=f"preset name or YAML path (default: {preset_default})")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a complete config instead of a preset: a study's or a run's config.yaml, "
+        "or what --print-config printed",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (what the run's config.yaml will hold) and exit",
+    )
     p.add_argument("--out", default=out_default, help="run folder")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
 
@@ -39,31 +67,34 @@ def build_parser() -> argparse.ArgumentParser:
         prog="advaug",
         description="Data augmentation with generative models under adversarial training.",
         epilog=EPILOG,
+        parents=[_flag_parser(before_command=True)],
     )
     p.add_argument("--version", action="version", version=f"advaug {__version__}")
-    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    after = [_flag_parser(before_command=False)]
 
-    s = sub.add_parser("study", help="the whole comparison: GAN, classifiers, evaluation, report")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=after, epilog=EPILOG)
+
+    s = command("study", "the whole comparison: GAN, classifiers, evaluation, report")
     _common(s, "runs/study")
     s.add_argument("--dry-run", action="store_true", help="print the plan and its cost estimate")
 
-    s = sub.add_parser("train-gan", help="train the AC-GAN of a preset")
+    s = command("train-gan", "train the AC-GAN of a preset")
     _common(s, "runs/gan")
 
-    s = sub.add_parser("train-classifier", help="train one classifier with one technique")
+    s = command("train-classifier", "train one classifier with one technique")
     _common(s, "runs/classifier")
     s.add_argument("--technique", help="none | fgsm | gan | unrestricted (overrides the preset)")
     s.add_argument("--seed", type=int, help="run seed (default: the preset's first seed)")
     s.add_argument("--gan", help="GAN run folder or checkpoint (gan / unrestricted techniques)")
 
-    s = sub.add_parser("evaluate", help="evaluate a classifier checkpoint on the preset protocol")
+    s = command("evaluate", "evaluate a classifier checkpoint on a protocol")
     s.add_argument("checkpoint", help="classifier run folder or .pt file")
-    _common(s, None)
+    _common(s, None, "the run's own config.yaml, or its study's")
     s.add_argument("--gan", help="GAN run folder: adds GAN-sample accuracy and UAE success")
 
-    s = sub.add_parser("attack", help="run an attack against a classifier checkpoint")
+    s = command("attack", "run an attack against a classifier checkpoint")
     s.add_argument("kind", choices=["unrestricted"], help="attack kind")
     s.add_argument("checkpoint", help="classifier run folder or .pt file")
     s.add_argument("--gan", required=True, help="GAN run folder or checkpoint")
@@ -76,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/attack", help="output folder")
     s.add_argument("--device", default="auto")
 
-    s = sub.add_parser("label", help="human evaluation of UAEs: a local labelling page")
+    s = command("label", "human evaluation of UAEs: a local labelling page")
     s.add_argument("source", help="UAE folder or .safetensors, study folder, or labels .sqlite")
     s.add_argument("--rater", help="your name (the page asks when not given)")
     s.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free)")
@@ -92,24 +123,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of the order and the controls")
     s.add_argument("--device", default="auto", help="device to build the set on")
 
-    s = sub.add_parser("report", help="(re)write the report of a study folder")
+    s = command("report", "(re)write the report of a study folder")
     s.add_argument("run_dir", help="study folder")
 
-    sub.add_parser("presets", help="list presets")
-    sub.add_parser("models", help="list model names")
+    command("presets", "list presets")
+    command("models", "list model names")
     return p
 
 
-def _config(args: argparse.Namespace):
-    from advaug.config import build_config
+def _config(args: argparse.Namespace, default_preset: str | None = "demo"):
+    """The command's :class:`StudyConfig` from ``--preset`` or ``--config``, with overrides;
+    and what a run's config.yaml adds (its GAN folder, ``ckpt_every_steps``)."""
+    from advaug.config import build_config, build_config_from_file
 
-    return build_config(args.preset, args.overrides)
+    if args.config is not None and args.preset is not None:
+        raise ConfigError("give --preset or --config, not both")
+    if args.config is not None:
+        return build_config_from_file(args.config, args.overrides)
+    preset = default_preset if args.preset is None else args.preset
+    return build_config(preset, args.overrides), {}
+
+
+def _print_config(obj: Any) -> int:
+    from advaug.config import dump_yaml
+
+    print(dump_yaml(obj), end="")
+    return 0
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     from advaug.train.classifier import ClassifierJob, train_classifier
 
-    cfg = _config(args)
+    cfg, extras = _config(args)
     if args.technique:
         from advaug.config import from_dict, to_dict
 
@@ -121,8 +166,17 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
         runtime=cfg.runtime,
         classifier=cfg.classifier,
         seed=cfg.seeds[0] if args.seed is None else args.seed,
-        gan=args.gan,
+        gan=args.gan if args.gan is not None else extras.get("gan"),
+        ckpt_every_steps=int(extras.get("ckpt_every_steps") or 0),
     )
+    if args.print_config:
+        if job.gan and job.classifier.augment.technique in ("gan", "unrestricted"):
+            import dataclasses
+
+            from advaug.loading import checkpoint_sha256
+
+            job = dataclasses.replace(job, gan_sha256=checkpoint_sha256(job.gan))
+        return _print_config(job)
     result = train_classifier(job, args.out)
     _print_result(result)
     return 0
@@ -131,8 +185,10 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
 def cmd_train_gan(args: argparse.Namespace) -> int:
     from advaug.train.gan import GANJob, train_gan
 
-    cfg = _config(args)
+    cfg, _ = _config(args)
     job = GANJob(data=cfg.data, runtime=cfg.runtime, gan=cfg.gan, seed=cfg.seed)
+    if args.print_config:
+        return _print_config(job)
     result = train_gan(job, args.out, collapse_threshold=cfg.evaluate.collapse_threshold)
     _print_result(result)
     return 0
@@ -146,9 +202,12 @@ def _print_result(result: dict[str, Any]) -> None:
 def cmd_study(args: argparse.Namespace) -> int:
     from advaug.study import plan_study, run_study
 
-    cfg = _config(args)
+    cfg, _ = _config(args)
+    if args.print_config:
+        return _print_config(cfg)
     if args.dry_run:
-        print(plan_study(cfg, args.out).describe())
+        startup = time.perf_counter() - _STARTED  # importing torch and advaug, as a study would
+        print(plan_study(cfg, args.out, startup_s=startup).describe())
         return 0
     report = run_study(cfg, args.out)
     print(report.table_text)
@@ -157,9 +216,19 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from advaug.evaluate.suite import evaluate_checkpoint, format_evaluation
+    from advaug.evaluate.suite import evaluate_checkpoint, find_run_config, format_evaluation
 
-    cfg = _config(args)
+    if args.preset is None and args.config is None:  # the run's own data and protocol
+        args.config = find_run_config(args.checkpoint)
+        if args.config is None:
+            raise ConfigError(
+                f"no config.yaml beside {args.checkpoint}; pass --preset NAME (or --config FILE) "
+                "for the data and the evaluation protocol"
+            )
+        print(f"advaug: data and evaluation protocol from {args.config}", file=sys.stderr)
+    cfg, _ = _config(args)
+    if args.print_config:
+        return _print_config(cfg)
     res = evaluate_checkpoint(args.checkpoint, cfg, gan=args.gan, out=args.out)
     print(format_evaluation(res))
     return 0
@@ -228,9 +297,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    from advaug.config import list_presets
+    from advaug.config import build_config, list_presets, preset_summary
 
-    print("\n".join(list_presets()))
+    names = list_presets()
+    width = max(len(n) for n in names)
+    for name in names:
+        c = build_config(name)
+        shape = (
+            f"{c.data.name}; {c.classifier.model.name} x {c.classifier.epochs} epochs; "
+            f"AC-GAN {c.gan.iters} iterations; seeds {c.seeds}"
+        )
+        print(f"{name:<{width}}  {preset_summary(name)}")
+        print(f"{'':<{width}}  {shape}")
+    print("\nadvaug COMMAND --preset NAME --print-config shows every value of a preset.")
     return 0
 
 

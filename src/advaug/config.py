@@ -9,6 +9,7 @@ inside the package) is a partial dict over :class:`StudyConfig`; command-line ov
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import json
@@ -24,6 +25,10 @@ import yaml
 from advaug.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent / "configs"
+#: Field metadata of a setting that says where something is or how a run is watched, not what
+#: it computes: it is left out of :func:`identity`, so of :func:`config_hash` and
+#: :func:`same_config` (a run folder whose copy differs only there is the same run).
+NOT_IDENTITY = {"identity": False}
 TECHNIQUES = ("none", "fgsm", "gan", "unrestricted")
 #: A GAN class whose within-class sample spread is below this multiple of the real images'
 #: spread counts as collapsed (the study's evaluation and the GAN's training monitor).
@@ -55,6 +60,9 @@ class DataConfig:
     crop_pad: int = 4  # random-crop padding in pixels (0 = off)
     pad_mode: Literal["reflect", "zeros"] = "reflect"
     flip: bool = True  # random horizontal flip
+    # official file name -> md5 that pins a copy (checked even with verify=false); CIFAR only,
+    # e.g. data.checksums.train=0123...: the error for a non-official copy names the line to add
+    checksums: dict[str, str] = field(default_factory=dict)
 
     def validate(self, key: str) -> None:
         _check(self.root is None or self.root.strip() != "", f"{key}.root", "is empty; give a path")
@@ -72,9 +80,11 @@ class RuntimeConfig:
     compile: bool = False  # torch.compile the training step (falls back to eager on failure)
     sync_bn: bool = False  # SyncBatchNorm for the classifier under torchrun (CUDA)
     threads: int = 0  # torch CPU threads (0 = leave torch's default)
-    ckpt_every_min: float = 10.0  # also checkpoint every N minutes inside an epoch
-    keep_last: int = 2  # checkpoints kept (plus the best one)
-    progress: bool = True  # progress bars
+    # when to checkpoint, what to keep and what to show change no result: not part of a run's
+    # identity (changing them resumes a run instead of redoing it)
+    ckpt_every_min: float = field(default=10.0, metadata=NOT_IDENTITY)  # checkpoint every N min
+    keep_last: int = field(default=2, metadata=NOT_IDENTITY)  # checkpoints kept (+ the best)
+    progress: bool = field(default=True, metadata=NOT_IDENTITY)  # progress bars
 
     def validate(self, key: str) -> None:
         _check(
@@ -694,6 +704,20 @@ def load_preset(name: str) -> dict[str, Any]:
     return data
 
 
+def preset_summary(name: str) -> str:
+    """The first sentence of a packaged preset's leading comment (what it is for)."""
+    lines = []
+    for line in (PRESET_DIR / f"{name}.yaml").read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    text = " ".join(lines)
+    if text.startswith(f"{name}:"):
+        text = text[len(name) + 1 :].strip()
+    end = text.find(". ")
+    return text[: end + 1] if end >= 0 else text
+
+
 def build_config(preset: str | None = "demo", overrides: list[str] | None = None) -> StudyConfig:
     """Preset, then overrides, then validation."""
     data = load_preset(preset) if preset is not None else {}
@@ -701,11 +725,88 @@ def build_config(preset: str | None = "demo", overrides: list[str] | None = None
     return from_dict(StudyConfig, data)
 
 
+#: Keys that only the ``config.yaml`` of a classifier run has (its job, not a study config).
+_CLASSIFIER_RUN_KEYS = {"gan_sha256", "ckpt_every_steps"}
+
+
+def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A complete config file as a :class:`StudyConfig` dict, and what else a run needs.
+
+    Accepts a study's ``config.yaml`` (or ``--print-config`` output), a GAN run's (data,
+    runtime, gan, seed: a part of a study config) and a classifier run's (its job: the
+    ``classifier`` section, ``seed``, and the GAN's folder, returned with ``ckpt_every_steps``
+    as the extras).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist; give a config.yaml that advaug wrote")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML ({_yaml_problem(e)})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must be a mapping at the top level")
+    is_run = "classifier" in data and (
+        _CLASSIFIER_RUN_KEYS & set(data) or not isinstance(data.get("gan", {}), dict)
+    )
+    if not is_run:
+        return data, {}
+    extras = {k: data.pop(k) for k in ("gan", "ckpt_every_steps", "gan_sha256") if k in data}
+    if "seed" in data:
+        data["seeds"] = [data["seed"]]
+    extras.pop("gan_sha256", None)  # recomputed from the GAN itself
+    return data, extras
+
+
+def build_config_from_file(
+    path: str | Path, overrides: list[str] | None = None
+) -> tuple[StudyConfig, dict[str, Any]]:
+    """:func:`read_config_file`, then overrides, then validation."""
+    data, extras = read_config_file(path)
+    _deep_update(data, parse_overrides(overrides or []))
+    return from_dict(StudyConfig, data), extras
+
+
+def identity(obj: Any) -> dict[str, Any]:
+    """What a config (dataclass) computes: :func:`to_dict` without its :data:`NOT_IDENTITY`
+    fields (locations such as a GAN's folder, checkpoint cadence, progress bars)."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        if f.metadata.get("identity", True):
+            v = getattr(obj, f.name)
+            out[f.name] = identity(v) if dataclasses.is_dataclass(v) else copy.deepcopy(v)
+    return out
+
+
 def config_hash(obj: Any) -> str:
-    """A short, stable hash of a config (section) for caching finished stages."""
-    payload = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
+    """A short, stable hash of a config (its :func:`identity`) for caching finished stages."""
+    payload = identity(obj) if dataclasses.is_dataclass(obj) else obj
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def read_stored(stored_yaml: str, cls: type) -> Any:
+    """A stored ``config.yaml`` read back through the current dataclass ``cls``.
+
+    Raises :class:`ConfigError` when the text is not YAML or does not fit ``cls`` (the message
+    says which; callers add the file's name).
+    """
+    try:
+        data = yaml.safe_load(stored_yaml)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"is not valid YAML ({_yaml_problem(e)})") from e
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError("is not a YAML mapping")
+    try:
+        return _from_dict(cls, data or {})
+    except (TypeError, AttributeError) as e:
+        raise ConfigError(f"does not fit the config schema ({e})") from e
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}" if mark is not None else str(problem)
 
 
 def same_config(stored_yaml: str, obj: Any) -> bool:
@@ -713,12 +814,44 @@ def same_config(stored_yaml: str, obj: Any) -> bool:
 
     The stored text is read back through the current dataclasses, so a field added to advaug
     since (with a default) does not make finished runs stale; a changed or removed field does.
+    Fields outside the :func:`identity` (where the GAN lies, how often to checkpoint) may differ.
     """
     try:
-        data = yaml.safe_load(stored_yaml)
-        return to_dict(_from_dict(type(obj), data or {})) == to_dict(obj)
-    except (yaml.YAMLError, ConfigError, TypeError, AttributeError):
+        return identity(read_stored(stored_yaml, type(obj))) == identity(obj)
+    except ConfigError:
         return False
+
+
+def config_diff(stored_yaml: str, obj: Any, limit: int = 4) -> str:
+    """The keys whose values differ between a stored ``config.yaml`` and ``obj``, as one short
+    line (``classifier.optim.lr 0.05 -> 0.01, seed 0 -> 1``); empty when they are the same."""
+    try:
+        old = _flat(identity(read_stored(stored_yaml, type(obj))))
+    except ConfigError as e:
+        return f"the stored config {e}"
+    new = _flat(identity(obj))
+    keys = [k for k in dict.fromkeys([*old, *new]) if old.get(k, _MISSING) != new.get(k, _MISSING)]
+    parts = [f"{k} {_show(old.get(k, _MISSING))} -> {_show(new.get(k, _MISSING))}" for k in keys]
+    more = f" and {len(parts) - limit} more" if len(parts) > limit else ""
+    return ", ".join(parts[:limit]) + more
+
+
+_MISSING = object()
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and k != "kwargs":
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _show(v: Any) -> str:
+    return "(absent)" if v is _MISSING else json.dumps(v, default=str)
 
 
 def dump_yaml(obj: Any) -> str:

@@ -38,3 +38,7 @@ class CheckpointError(AdvaugError):
 
 class NumericalError(AdvaugError):
     """A loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+class LockedError(AdvaugError):
+    """A run or study folder is in use by another live process."""

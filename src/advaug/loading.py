@@ -7,6 +7,8 @@ This is the one place that turns a run folder (or a ``final.pt``) into modules. 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ class GANPair:
     critic: Critic
     classes: list[str]
     path: str = ""
+    sha256: str = ""  # of the checkpoint file: what the GAN is, wherever it lies
 
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
@@ -70,4 +73,45 @@ def load_gan(path: str | Path, device: torch.device | str = "cpu") -> GANPair:
     g, d = g.to(device).eval(), d.to(device).eval()
     for p in (*g.parameters(), *d.parameters()):
         p.requires_grad_(False)
-    return GANPair(g, d, list(state.get("classes") or []), str(ckpt))
+    return GANPair(g, d, list(state.get("classes") or []), str(ckpt), checkpoint_sha256(ckpt))
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    """The sha256 of the checkpoint a run folder or file resolves to: from its manifest when it
+    has one (loading verifies the bytes against it), else from its bytes."""
+    ckpt = resolve_checkpoint(path)
+    manifest = ckpt.with_suffix(".json")
+    if manifest.is_file():
+        try:
+            sha = json.loads(manifest.read_text()).get("sha256")
+        except (OSError, ValueError, AttributeError):
+            sha = None
+        if isinstance(sha, str) and sha:
+            return sha
+    return hashlib.sha256(ckpt.read_bytes()).hexdigest()
+
+
+def check_same_classes(
+    a: str, a_classes: list[str] | int | None, b: str, b_classes: list[str] | int | None, fix: str
+) -> None:
+    """Refuse, in one line, two things made for different class sets (another dataset).
+
+    A class set is a list of class names or, where only the count is known, an int; ``None``
+    (unknown) passes.
+    """
+    if a_classes is None or b_classes is None:
+        return
+    na = a_classes if isinstance(a_classes, int) else len(a_classes)
+    nb = b_classes if isinstance(b_classes, int) else len(b_classes)
+    if na != nb:
+        raise CheckpointError(f"{a} has {na} classes but {b} has {nb}; {fix}")
+    named = isinstance(a_classes, list) and isinstance(b_classes, list) and a_classes and b_classes
+    if named and [str(c) for c in a_classes] != [str(c) for c in b_classes]:
+        raise CheckpointError(
+            f"{a} was trained on classes {_names(a_classes)} but {b} has {_names(b_classes)}; {fix}"
+        )
+
+
+def _names(classes: list[str]) -> str:
+    shown = ", ".join(str(c) for c in classes[:4])
+    return f"{shown}, ..." if len(classes) > 4 else shown

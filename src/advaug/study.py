@@ -10,7 +10,9 @@ same way (``eval/<model>.json`` carries the hash of everything it depends on).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -19,26 +21,29 @@ from typing import Any
 
 import torch
 
-from advaug.augment import build_technique
-from advaug.config import StudyConfig, config_hash, dump_yaml, same_config, to_dict
+from advaug.config import (
+    StudyConfig,
+    UnrestrictedConfig,
+    config_diff,
+    config_hash,
+    dump_yaml,
+    to_dict,
+)
 from advaug.data.datasets import dataset_info
 from advaug.data.splits import Splits, load_splits
-from advaug.errors import ConfigError
+from advaug.errors import AdvaugError, ConfigError
 from advaug.imaging import save_grid
 from advaug.loading import load_classifier, load_gan
-from advaug.log import get_logger
-from advaug.models import build_gan
+from advaug.log import fmt_seconds, get_logger, log_to_file
 from advaug.runtime import make_runtime
 from advaug.runtime.checkpoint import atomic_write_text
-from advaug.train.classifier import (
-    ClassifierJob,
-    build_classifier,
-    make_optimizer,
-    train_classifier,
-)
+from advaug.runtime.lock import FolderLock
+from advaug.train import cost
+from advaug.train.classifier import ClassifierJob, build_classifier, train_classifier
+from advaug.train.cost import REPEATS, Cost
 from advaug.train.gan import GANJob, train_gan
 from advaug.train.loop import check_batch_size
-from advaug.train.steps import classifier_step, critic_step, generator_step
+from advaug.train.run import stored_status
 
 log = get_logger(__name__)
 
@@ -60,7 +65,11 @@ class Stage:
     folder: Path
     job: Any = None
     status: str = "todo"  # done | partial | stale | todo
-    estimate_s: float = 0.0
+    cost: Cost = field(default_factory=Cost)  # the estimated seconds still to spend here
+
+    @property
+    def estimate_s(self) -> float:
+        return self.cost.mid
 
 
 @dataclass
@@ -68,45 +77,66 @@ class Plan:
     cfg: StudyConfig
     out: Path
     stages: list[Stage] = field(default_factory=list)
+    startup: Cost = field(default_factory=Cost)  # start of the process, imports, the data
+    measured: list[str] = field(default_factory=list)  # what the estimate timed here
+
+    @property
+    def total(self) -> Cost:
+        total = self.startup
+        for s in self.stages:
+            total = total + (s.cost if s.status != "done" else Cost())
+        return total
 
     def describe(self) -> str:
         lines = [f"study '{self.cfg.name}' in {self.out}  (config {config_hash(self.cfg)})"]
-        total = 0.0
         for s in self.stages:
-            est = f"~{_fmt_s(s.estimate_s)}" if s.estimate_s else ""
+            est = _fmt_cost(s.cost) if s.status != "done" and s.cost.high else ""
             lines.append(f"  [{s.status:>7}] {s.kind:<10} {s.name:<22} {est}")
-            if s.status != "done":
-                total += s.estimate_s
-        lines.append(f"estimated remaining cost: ~{_fmt_s(total)} on this machine")
-        lines.append("(estimates time a few real steps of each model here and scale them up)")
+        if not self.measured:
+            return "\n".join(lines)
+        lines.append(f"  start: Python, imports, the data {_fmt_cost(self.startup)}")
+        total = self.total
+        lines.append(
+            f"estimated remaining cost: ~{fmt_seconds(total.mid)} of wall time "
+            f"(range {fmt_seconds(total.low)} to {fmt_seconds(total.high)}) on this machine"
+        )
+        lines.append(
+            f"measured here (median of up to {REPEATS} timed calls after a warm-up; the range "
+            "runs from the fastest to the slowest call):"
+        )
+        lines += [f"  {m}" for m in self.measured]
         return "\n".join(lines)
 
 
-def _fmt_s(s: float) -> str:
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 5400:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.1f} h"
+def _fmt_cost(c: Cost) -> str:
+    return f"~{fmt_seconds(c.mid)} ({fmt_seconds(c.low)} to {fmt_seconds(c.high)})"
 
 
 def _status(folder: Path, job: Any) -> str:
-    cfg = folder / "config.yaml"
-    if not cfg.is_file():
+    """todo | partial | done | stale; a run folder whose config.yaml is unreadable counts as
+    its checkpoints say (see :func:`advaug.train.run.stored_status`)."""
+    status = stored_status(folder, job)
+    if status == "new":
         return "todo"
-    if not same_config(cfg.read_text(), job):
+    if status == "different":
         return "stale"
     return "done" if (folder / "result.json").is_file() else "partial"
 
 
 def _set_aside_if_stale(folder: Path, job: Any) -> None:
     if _status(folder, job) == "stale":
+        text = (folder / "config.yaml").read_text()
         old = config_hash(json.loads(json.dumps(_yaml_load(folder / "config.yaml"))))
         dest = folder.with_name(f"{folder.name}.stale-{old}")
         if dest.exists():
             shutil.rmtree(dest)
         folder.rename(dest)
-        log.info("config of %s changed; moved the old run to %s", folder, dest)
+        log.info(
+            "config of %s changed (%s); moved the old run to %s",
+            folder,
+            config_diff(text, job),
+            dest,
+        )
 
 
 def _yaml_load(path: Path) -> Any:
@@ -137,16 +167,28 @@ def _only_technique(c: dict[str, Any], technique: str) -> dict[str, Any]:
 
 
 def _classifier_job(cfg: StudyConfig, technique: str, seed: int, gan_dir: Path) -> ClassifierJob:
+    """The job of one compared classifier. A GAN-based one names the study's GAN by its
+    checkpoint's sha256 (known once the GAN is finished); where the GAN lies is not part of its
+    identity, so a moved study folder or another spelling of ``--out`` is the same study."""
     c = _only_technique(to_dict(cfg.classifier), technique)
     from advaug.config import ClassifierConfig, from_dict
 
+    uses_gan = technique in ("gan", "unrestricted")
     return ClassifierJob(
         data=cfg.data,
         runtime=cfg.runtime,
         classifier=from_dict(ClassifierConfig, c),
         seed=seed,
-        gan=str(gan_dir) if technique in ("gan", "unrestricted") else None,
+        gan=str(gan_dir) if uses_gan else None,
+        gan_sha256=_gan_sha256(gan_dir) if uses_gan else "",
     )
+
+
+def _gan_sha256(gan_dir: Path) -> str:
+    """The sha256 of a finished GAN run's final weights ("" before it is finished)."""
+    if not (gan_dir / "result.json").is_file():
+        return ""
+    return _file_hash(gan_dir / "checkpoints" / "final.json")
 
 
 def _reference_job(cfg: StudyConfig) -> ClassifierJob:
@@ -163,7 +205,11 @@ def _reference_job(cfg: StudyConfig) -> ClassifierJob:
     )
 
 
-def plan_study(cfg: StudyConfig, out: str | Path, *, estimate: bool = True) -> Plan:
+def plan_study(
+    cfg: StudyConfig, out: str | Path, *, estimate: bool = True, startup_s: float = 0.0
+) -> Plan:
+    """The study's stages and what each has left to do; with ``estimate``, their cost on this
+    machine, timed here (``startup_s``: what starting the process took, if the caller knows)."""
     out = Path(out)
     plan = Plan(cfg, out)
     gan_dir = out / "gan"
@@ -177,107 +223,314 @@ def plan_study(cfg: StudyConfig, out: str | Path, *, estimate: bool = True) -> P
     plan.stages.append(
         Stage("reference", "reference", out / "reference", ref, _status(out / "reference", ref))
     )
+    gan_done = not needs_gan or plan.stages[0].status == "done"
+    trained = {}
     for name, t, s in model_names(cfg):
         job = _classifier_job(cfg, t, s, gan_dir)
         folder = out / "classifiers" / name
-        plan.stages.append(Stage(name, "classifier", folder, job, _status(folder, job)))
+        status = _status(folder, job)
+        if job.gan and not gan_done:  # the GAN will be (re)trained: so will this classifier
+            status = "stale" if folder.exists() else "todo"
+        trained[name] = status
+        plan.stages.append(Stage(name, "classifier", folder, job, status))
     for name, _, _ in model_names(cfg):
         path = out / "eval" / f"{name}.json"
-        plan.stages.append(
-            Stage(name, "evaluate", path, None, "done" if path.is_file() else "todo")
-        )
+        done = path.is_file() and trained[name] == "done"
+        plan.stages.append(Stage(name, "evaluate", path, None, "done" if done else "todo"))
     plan.stages.append(Stage("report", "report", out / "report", None, "todo"))
     if estimate:
-        _estimate(plan)
+        _estimate(plan, startup_s)
     return plan
 
 
 # ---------------------------------------------------------------------------------------------
-# Cost estimate: time a few real steps here, then scale
+# Cost estimate: time the real operations here, then count them
 # ---------------------------------------------------------------------------------------------
 
 
-def _time(fn, repeat: int = 2) -> float:
-    fn()
-    t = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    return (time.perf_counter() - t) / repeat
+#: The share of its step budget that an early-stopping latent attack spends, and its range: most
+#: codes stop long before the budget against a trained model (the demo: median 2 of 50 steps),
+#: few against a robust one.
+EARLY_STOP_SHARE = (0.3, 0.1, 1.0)
+#: Report figures drawn (learning curves, comparison, cost, per class) and the page itself.
+REPORT_FIGURES = 4
+#: Latent codes timed at once for the latent attack's cost (at most the attack's batch).
+LATENT_TIMING_CODES = 32
 
 
-def _estimate(plan: Plan) -> None:
-    """Time real training steps here (:mod:`advaug.train.steps`) on random data, then scale."""
-    cfg = plan.cfg
-    rt = make_runtime(cfg.runtime)
-    info = dataset_info(cfg.data.name)
-    k, shape = info.num_classes, info.image_shape
-    n_train = info.train_size - cfg.data.val_size
-    n_train = min(n_train, cfg.data.train_limit) if cfg.data.train_limit else n_train
-    b = cfg.classifier.batch_size
-    steps_per_epoch = max(1, n_train // b)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    x = torch.rand(b, *shape, generator=gen).to(rt.device)
-    y = torch.randint(k, (b,), generator=gen).to(rt.device)
-
-    def step_time(job: ClassifierJob) -> float:  # techniques that need no GAN
-        model = rt.prepare(build_classifier(job, k)).train()
-        opt = make_optimizer(model, job.classifier, rt)
-        t = build_technique(job.classifier.augment, seed=cfg.seed, device=rt.device)
-        return _time(lambda: classifier_step(model, opt, t, x, y, 0, cfg=job.classifier, rt=rt))
-
-    t_gan = _gan_iteration_time(cfg, rt, k, shape)
-    ref = _reference_job(cfg)
-    t_step = step_time(_classifier_job(cfg, "none", cfg.seed, plan.out))
-    fgsm = _classifier_job(cfg, "fgsm", cfg.seed, plan.out)
-    t_fgsm = step_time(fgsm) if "fgsm" in cfg.techniques else t_step
-    # one latent step ≈ G + D + f forward/backward on a batch: about a GAN G-step plus a f step
-    t_latent_img = (t_gan / (cfg.gan.n_critic + 1) + t_step) / max(1, b)
-    per_technique = {"none": t_step, "fgsm": t_fgsm, "gan": 1.1 * t_step}
+def _estimate(plan: Plan, startup_s: float = 0.0) -> None:
+    """Time the study's real operations here (:mod:`advaug.train.cost`), then multiply each by
+    how often its stage does it (the real split sizes, evaluation as it runs, the pooled
+    attack's refreshes). Stages already done cost nothing; a partial one what it has left."""
+    costs = _Costs(plan.cfg)
     for s in plan.stages:
+        if s.status == "done":
+            continue
         if s.kind == "gan":
-            s.estimate_s = t_gan * cfg.gan.iters
-        elif s.kind == "reference":
-            s.estimate_s = step_time(ref) * steps_per_epoch * ref.classifier.epochs
-        elif s.kind == "classifier":
-            steps = steps_per_epoch * cfg.classifier.epochs
-            t = s.job.classifier.augment.technique
-            s.estimate_s = per_technique.get(t, t_step) * steps
-            if t == "unrestricted":
-                s.estimate_s += _latent_steps(cfg, steps) * t_latent_img
+            s.cost = costs.gan_stage()
+        elif s.kind in ("reference", "classifier"):
+            s.cost = costs.classifier_stage(s.job)
         elif s.kind == "evaluate":
-            e = cfg.evaluate
-            n_rob = min(e.robust_samples or info.test_size, info.test_size)
-            s.estimate_s = (
-                t_step / b * n_rob * (len(e.fgsm_eps) + e.pgd_steps * e.pgd_restarts)
-                + e.uae_samples * e.uae_steps * t_latent_img
+            s.cost = costs.evaluation(first=s is _first_todo(plan, "evaluate"))
+        elif s.kind == "report":
+            s.cost = costs.report()
+        s.cost = s.cost * (1 - _done_fraction(s, costs.steps(s)))
+    plan.startup = Cost.fixed(startup_s) + costs.data
+    plan.measured = costs.notes
+
+
+def _first_todo(plan: Plan, kind: str) -> Stage | None:
+    return next((s for s in plan.stages if s.kind == kind and s.status != "done"), None)
+
+
+def _done_fraction(stage: Stage, steps: int) -> float:
+    """How far a partial run of ``steps`` steps got: its newest checkpoint's step."""
+    if stage.status != "partial" or steps <= 0:
+        return 0.0
+    from advaug.runtime.checkpoint import CheckpointManager
+
+    entries = CheckpointManager(stage.folder / "checkpoints").entries()
+    return min(1.0, entries[-1]["step"] / steps) if entries else 0.0
+
+
+class _Costs:
+    """The measured costs of one study's operations, each timed once (on first use), and the
+    notes that say what was measured."""
+
+    def __init__(self, cfg: StudyConfig):
+        self.cfg = cfg
+        self.rt = make_runtime(cfg.runtime)
+        self.notes: list[str] = []
+        info = dataset_info(cfg.data.name)
+        self.k, self.shape = info.num_classes, info.image_shape
+        t = time.perf_counter()
+        try:
+            splits = load_splits(cfg.data, seed=cfg.seed)
+            self.n_train, self.n_test = len(splits.train), len(splits.test)
+            self.n_val = len(splits.val) if splits.val is not None else 0
+            where = f"the real splits: train {self.n_train}, val {self.n_val}, test {self.n_test}"
+        except AdvaugError as e:  # no data here (yet): the published sizes
+            self.n_val = cfg.data.val_size
+            self.n_train = _limit(info.train_size - self.n_val, cfg.data.train_limit)
+            self.n_test = _limit(info.test_size, cfg.data.test_limit)
+            where = f"published sizes (the data did not load: {e})"
+        self.data = Cost.fixed(time.perf_counter() - t)
+        # what the first optimiser, the first TensorBoard writer and the report import
+        imports = cost.import_seconds(
+            "torch._dynamo", "torch.utils.tensorboard", "matplotlib.figure"
+        )
+        self.data = self.data + Cost.fixed(imports)
+        self.notes.append(
+            f"data: {where}; loading it and the imports still missing here "
+            f"{fmt_seconds(self.data.mid)}"
+        )
+        self._cache: dict[Any, Any] = {}
+
+    def _once(self, key: Any, make: Any) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    # -- measurements ---------------------------------------------------------------------
+    def gan(self) -> dict[str, Any]:
+        def make() -> dict[str, Any]:
+            c = self.cfg.gan
+            m = cost.gan_costs(c, self.rt, self.k, self.shape)
+            m["checkpoint"] = cost.checkpoint_cost(m["state"])
+            self.notes.append(
+                f"AC-GAN iteration (width {c.width}, batch {c.batch_size}, {c.n_critic} critic "
+                f"steps): {_fmt_t(m['iteration'])}; G {_fmt_t(m['g_image'], 1e3)} ms and D "
+                f"{_fmt_t(m['d_image'], 1e3)} ms per image; checkpoint {_fmt_t(m['checkpoint'])}"
             )
+            return m
+
+        return self._once("gan", make)
+
+    def pair(self) -> Any:
+        from advaug.loading import GANPair
+
+        m = self.gan()
+        return GANPair(m["g"], m["d"], [str(i) for i in range(self.k)])
+
+    def model(self, job: ClassifierJob) -> dict[str, Any]:
+        """Step, forward, attack-step and checkpoint costs of the job's model."""
+        c = job.classifier
+        key = ("model", c.model.name, json.dumps(c.model.kwargs, sort_keys=True))
+
+        def make() -> dict[str, Any]:
+            net = build_classifier(job, self.k)
+            e = self.cfg.evaluate
+            fwd = cost.forward_cost(net, e.batch_size, self.shape, self.k, self.rt)
+            m = {
+                "forward": fwd
+                if c.eval_batch_size == e.batch_size
+                else cost.forward_cost(net, c.eval_batch_size, self.shape, self.k, self.rt),
+                "eval_forward": fwd,
+                "grad": cost.attack_step_cost(net, e.batch_size, self.shape, self.k, self.rt),
+                "checkpoint": cost.checkpoint_cost({"model": net.state_dict()}) * 2,  # + SGD
+            }
+            self.notes.append(
+                f"{c.model.name}: evaluation forward {_fmt_t(m['eval_forward'], 1e3)} ms and "
+                f"attack step {_fmt_t(m['grad'], 1e3)} ms per image (batch {e.batch_size}); "
+                f"checkpoint {_fmt_t(m['checkpoint'])}"
+            )
+            return m
+
+        return self._once(key, make)
+
+    def step(self, job: ClassifierJob) -> Cost:
+        c = job.classifier
+        t = c.augment.technique
+        key = ("step", c.model.name, json.dumps(c.model.kwargs, sort_keys=True), t)
+
+        def make() -> Cost:
+            gan = self.pair() if t in ("gan", "unrestricted") else None
+            net = build_classifier(job, self.k)
+            step = cost.classifier_step_cost(net, c, self.rt, self.k, self.shape, gan)
+            self.notes.append(
+                f"{c.model.name} training step, {t}, batch {c.batch_size}: {_fmt_t(step)}"
+            )
+            return step
+
+        return self._once(key, make)
+
+    def latent(self, f_job: ClassifierJob, attack: UnrestrictedConfig, n: int) -> tuple[Cost, Cost]:
+        n = max(1, min(n, LATENT_TIMING_CODES, attack.batch_size))
+        key = ("latent", f_job.classifier.model.name, attack.optimizer)
+
+        def make() -> tuple[Cost, Cost]:
+            m = self.gan()
+            f = build_classifier(f_job, self.k)
+            per_step, per_code = cost.latent_costs(m["g"], m["d"], f, attack, n, self.rt)
+            self.notes.append(
+                f"latent attack ({attack.optimizer}, {n} codes at once, against "
+                f"{f_job.classifier.model.name}): {_fmt_t(per_step, 1e3)} ms per code and "
+                f"step, {_fmt_t(per_code, 1e3)} ms per code besides"
+            )
+            return per_step, per_code
+
+        return self._once(key, make)
+
+    # -- stages ---------------------------------------------------------------------------
+    def steps(self, stage: Stage) -> int:
+        """The steps (GAN iterations) of a training stage."""
+        if stage.kind == "gan":
+            return stage.job.gan.iters
+        if stage.kind in ("reference", "classifier"):
+            c = stage.job.classifier
+            return self.n_train // c.batch_size * c.epochs
+        return 0
+
+    def run_open(self) -> Cost:
+        return self._once("run", cost.run_open_cost)
+
+    def gan_stage(self) -> Cost:
+        from advaug.train import gan as g
+
+        c, m = self.cfg.gan, self.gan()
+        mon = min(self.n_test, g.MONITOR_IMAGES)
+        per_class = g.COLLAPSE_PER_CLASS * self.k
+        grid = min(self.k, g.GRID_ROWS) * g.GRID_COLUMNS
+        monitor = m["d_image"] * (2 * mon + per_class) + m["g_image"] * per_class
+        sample = m["g_image"] * (g.GRID_STANDING_BATCHES * max(2, c.batch_size) + grid)
+        final = m["g_image"] * (c.standing_batches * max(2, c.batch_size) + 2 * grid)
+        total = (
+            m["iteration"] * c.iters
+            + monitor * math.ceil(c.iters / c.eval_every)
+            + sample * (c.iters // c.sample_every)
+            + m["checkpoint"] * (c.iters // c.ckpt_every + 1)
+            + final
+            + m["d_image"] * self.n_test
+            + self.run_open()
+        )
+        return total + m["checkpoint"] * (total.mid / (60 * self.cfg.runtime.ckpt_every_min))
+
+    def classifier_stage(self, job: ClassifierJob) -> Cost:
+        c = job.classifier
+        m = self.model(job)
+        steps = self.n_train // c.batch_size * c.epochs
+        total = (
+            self.step(job) * steps
+            + m["forward"] * (self.n_val * c.epochs + self.n_test)
+            + m["checkpoint"] * (c.epochs + 1)
+            + self.run_open()
+        )
+        u = c.augment.unrestricted
+        if c.augment.technique == "unrestricted" and u.mode == "pooled":
+            codes = u.pool_size + u.refresh_fraction * u.pool_size * (steps // u.refresh_every)
+            per_step, per_code = self.latent(job, u.attack_config(), u.pool_size)
+            total = total + (per_step * (u.steps * codes) * _share()).widen(*_share_range())
+            total = total + per_code * codes
+        return total + m["checkpoint"] * (total.mid / (60 * self.cfg.runtime.ckpt_every_min))
+
+    def evaluation(self, first: bool) -> Cost:
+        """One model's evaluation, as :func:`advaug.evaluate.suite.evaluate_model` runs it, and
+        (with ``first``) what the study evaluates once: the GAN's quality, the transfer UAEs."""
+        cfg, e = self.cfg, self.cfg.evaluate
+        job = _classifier_job(cfg, "none", cfg.seeds[0], Path("gan"))
+        m = self.model(job)
+        n_rob = min(e.robust_samples, self.n_test) if e.robust_samples else self.n_test
+        total = (
+            m["eval_forward"] * self.n_test
+            + (m["grad"] + m["eval_forward"]) * (n_rob * len(e.fgsm_eps))
+            + (m["grad"] * e.pgd_steps + m["eval_forward"]) * (n_rob * e.pgd_restarts)
+        )
+        if e.autoattack:  # APGD-CE's 100 steps at least, ten times that at most
+            total = total + (m["grad"] * (100 * n_rob)).widen(1.0, 10.0)
+        if not self._uses_gan():
+            return total
+        mg = self.gan()
+        total = total + (mg["g_image"] + m["eval_forward"]) * (e.gan_samples_per_class * self.k)
+        codes = e.uae_samples + (UAE_GRID_PAIRS if e.uae_samples else 0)
+        if first and e.uae_samples and "none" in cfg.techniques:
+            codes += e.uae_samples  # the transfer set, made once against the baseline
+        if codes:
+            per_step, per_code = self.latent(job, e.uae_attack(), e.uae_samples)
+            uae = (per_step * (e.uae_steps * codes) * _share()).widen(*_share_range())
+            total = total + uae + per_code * codes
+        if first:
+            total = total + self._gan_quality()
+        return total
+
+    def _uses_gan(self) -> bool:
+        return any(s in ("gan", "unrestricted") for s in self.cfg.techniques) or bool(
+            self.cfg.evaluate.gan_samples_per_class or self.cfg.evaluate.uae_samples
+        )
+
+    def _gan_quality(self) -> Cost:
+        mg, k, n_test = self.gan(), self.k, self.n_test
+        ref = self.model(_reference_job(self.cfg))
+        n_fake = min(max(n_test, 2 * k), MAX_QUALITY_SAMPLES)
+        per = max(1, self.cfg.evaluate.gan_samples_per_class) * k
+        return (
+            mg["g_image"] * (n_fake + per)
+            + ref["eval_forward"] * (n_fake + n_test + per)
+            + mg["d_image"] * n_test
+        )
+
+    def report(self) -> Cost:
+        figure = self._once("figure", cost.figure_cost)
+        return figure * REPORT_FIGURES
 
 
-def _gan_iteration_time(cfg: StudyConfig, rt: Any, k: int, shape: tuple[int, ...]) -> float:
-    """Seconds of one AC-GAN iteration (n_critic critic steps and a generator step) here."""
-    g_cfg = cfg.gan
-    g, d = build_gan("acgan", k, **g_cfg.arch_kwargs())
-    g, d = rt.prepare(g), rt.prepare(d)
-    opt_g, opt_d = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
-    rng = torch.Generator(device=rt.device).manual_seed(cfg.seed)
-    x = torch.rand(g_cfg.batch_size, *shape, device=rt.device, generator=rng)
-    y = torch.randint(k, (g_cfg.batch_size,), device=rt.device, generator=rng)
-
-    def iteration() -> None:
-        for _ in range(g_cfg.n_critic):
-            critic_step(g, d, opt_d, x, y, cfg=g_cfg, rt=rt, rng=rng)
-        generator_step(g, d, opt_g, k, cfg=g_cfg, rt=rt, rng=rng)
-
-    return _time(iteration, 1)
+def _share() -> float:
+    return EARLY_STOP_SHARE[0]
 
 
-def _latent_steps(cfg: StudyConfig, steps: int) -> float:
-    """Latent-code updates an unrestricted classifier run makes (about half stop early)."""
-    u, aug = cfg.classifier.augment.unrestricted, cfg.classifier.augment
-    attacked = u.pool_size * (1 + u.refresh_fraction * steps / u.refresh_every)
-    if u.mode == "seed":
-        attacked = steps * int(aug.prop * cfg.classifier.batch_size)
-    return attacked * u.steps * 0.5
+def _share_range() -> tuple[float, float]:
+    mid, low, high = EARLY_STOP_SHARE
+    return low / mid, high / mid
+
+
+def _limit(n: int, limit: int) -> int:
+    return min(n, limit) if limit else n
+
+
+def _fmt_t(c: Cost, scale: float = 1.0) -> str:
+    """A measured time: median and range (``scale`` 1e3 for milliseconds)."""
+    lo, mid, hi = (v * scale for v in (c.low, c.mid, c.high))
+    unit = " s" if scale == 1.0 else ""
+    return f"{mid:.3g}{unit} ({lo:.3g} to {hi:.3g})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,9 +539,11 @@ def _latent_steps(cfg: StudyConfig, steps: int) -> float:
 
 
 def run_study(cfg: StudyConfig, out: str | Path):
-    """Run (or resume) every stage, then write the report; returns the report handle."""
-    from advaug.report import write_report
+    """Run (or resume) every stage, then write the report; returns the report handle.
 
+    The study folder is locked from start to end (a second study on it is refused with the
+    holder's pid, host and start time), and the log lines go to its ``log.txt`` too.
+    """
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -296,52 +551,45 @@ def run_study(cfg: StudyConfig, out: str | Path):
         raise ConfigError(
             f"cannot create study folder {out} ({e.strerror}); choose another --out"
         ) from e
+    with FolderLock(out, "study"), log_to_file(out / "log.txt"):
+        return _run(cfg, out)
+
+
+def _run(cfg: StudyConfig, out: Path):
+    from advaug.report import write_report
+
     plan = plan_study(cfg, out, estimate=False)
     t0 = time.perf_counter()
     atomic_write_text(out / "config.yaml", dump_yaml(cfg))
     splits = load_splits(cfg.data, seed=cfg.seed)
-    log.info("study %s: %s", cfg.name, splits.describe())
+    log.info("study %s in %s: %s", cfg.name, out, splits.describe())
     _check_stages(plan, splits)
     info = _study_info(cfg, splits)
     _write_info(out, info)
-    gan_pair = None
-    gan_stage = next((s for s in plan.stages if s.kind == "gan"), None)
-    if gan_stage is not None and _status(gan_stage.folder, gan_stage.job) in ("todo", "stale"):
-        # classifiers trained on another GAN's samples are stale too, whatever their config says
-        for s in plan.stages:
-            uses_gan = s.kind == "classifier" and s.job.classifier.augment.technique != "none"
-            if uses_gan and s.job.gan and s.folder.exists():
-                dest = s.folder.with_name(f"{s.folder.name}.stale-gan")
-                if dest.exists():
-                    shutil.rmtree(dest)
-                s.folder.rename(dest)
-                log.info("the GAN will be retrained; moved %s to %s", s.folder, dest)
-    for stage in plan.stages:
-        if stage.kind in ("gan", "reference", "classifier"):
-            _set_aside_if_stale(stage.folder, stage.job)
-        if stage.kind == "gan":
-            log.info("stage gan (%s)", _status(stage.folder, stage.job))
-            info["gan"] = {
-                "run_dir": "gan",
-                "result": train_gan(
-                    stage.job,
-                    stage.folder,
-                    splits=splits,
-                    collapse_threshold=cfg.evaluate.collapse_threshold,
-                ),
-            }
-        elif stage.kind in ("reference", "classifier"):
-            log.info("stage %s (%s)", stage.name, _status(stage.folder, stage.job))
-            res = train_classifier(stage.job, stage.folder, splits=splits)
-            if stage.kind == "reference":
-                info["reference"] = {
-                    "run_dir": "reference",
-                    "arch": cfg.reference_model.name,
-                    "test_top1": res["test_top1"],
-                }
+    _set_aside_if_gan_changes(plan)
+    training = [s for s in plan.stages if s.kind in ("gan", "reference", "classifier")]
+    for i, stage in enumerate(training, 1):
+        if stage.kind == "classifier" and stage.job.gan:  # the GAN is finished by now
+            stage.job = dataclasses.replace(stage.job, gan_sha256=_gan_sha256(out / "gan"))
+        _set_aside_if_stale(stage.folder, stage.job)
+        status = _status(stage.folder, stage.job)
+        log.info(
+            "stage %d/%d %s: %s",
+            i,
+            len(training),
+            stage.kind if stage.name == stage.kind else f"{stage.kind} {stage.name}",
+            "done, skipped" if status == "done" else f"{status}, training",
+        )
+        t_stage = time.perf_counter()
+        _train_stage(cfg, stage, splits, info)
+        if status != "done":
+            log.info(
+                "stage %s finished in %s", stage.name, fmt_seconds(time.perf_counter() - t_stage)
+            )
         _write_info(out, info)
     rt = make_runtime(cfg.runtime)
     reference = load_classifier(out / "reference", rt.device)
+    gan_pair = None
     if "gan" in info:
         gan_pair = load_gan(out / "gan", rt.device)
         info["gan"]["quality"] = _gan_quality(cfg, out, gan_pair, reference, splits)
@@ -351,7 +599,44 @@ def run_study(cfg: StudyConfig, out: str | Path):
     info["finished"] = True
     info["wall_seconds"] = info.get("wall_seconds", 0.0) + time.perf_counter() - t0
     _write_info(out, info)
-    return write_report(out)
+    report = write_report(out)
+    log.info("study %s finished: report %s", cfg.name, report.index_html)
+    return report
+
+
+def _set_aside_if_gan_changes(plan: Plan) -> None:
+    """Classifiers trained on another GAN's samples are stale too, whatever their config says:
+    when the GAN will be (re)trained, move them aside (``<name>.stale-gan``)."""
+    gan_stage = next((s for s in plan.stages if s.kind == "gan"), None)
+    if gan_stage is None or _status(gan_stage.folder, gan_stage.job) not in ("todo", "stale"):
+        return
+    for s in plan.stages:
+        if s.kind == "classifier" and s.job.gan and s.folder.exists():
+            dest = s.folder.with_name(f"{s.folder.name}.stale-gan")
+            if dest.exists():
+                shutil.rmtree(dest)
+            s.folder.rename(dest)
+            log.info("the GAN will be retrained; moved %s to %s", s.folder, dest)
+
+
+def _train_stage(cfg: StudyConfig, stage: Stage, splits: Splits, info: dict[str, Any]) -> None:
+    """Train (or resume, or skip) one run of the study and record it in ``info``."""
+    if stage.kind == "gan":
+        result = train_gan(
+            stage.job,
+            stage.folder,
+            splits=splits,
+            collapse_threshold=cfg.evaluate.collapse_threshold,
+        )
+        info["gan"] = {"run_dir": "gan", "result": result}
+        return
+    res = train_classifier(stage.job, stage.folder, splits=splits)
+    if stage.kind == "reference":
+        info["reference"] = {
+            "run_dir": "reference",
+            "arch": cfg.reference_model.name,
+            "test_top1": res["test_top1"],
+        }
 
 
 def _check_stages(plan: Plan, splits: Splits) -> None:
@@ -522,8 +807,10 @@ def _evaluate_all(cfg: StudyConfig, out: Path, splits: Splits, pair, reference) 
         )
         path = out / "eval" / f"{name}.json"
         if path.is_file() and json.loads(path.read_text()).get("hash") == key:
+            log.info("evaluate %s: done, skipped", name)
             continue
-        log.info("evaluating %s", name)
+        log.info("evaluate %s: evaluating", name)
+        t_eval = time.perf_counter()
         model = load_classifier(folder, rt.device)
         res = evaluate_model(
             model,
@@ -565,6 +852,21 @@ def _evaluate_all(cfg: StudyConfig, out: Path, splits: Splits, pair, reference) 
             pair_grid(pair.generator, uae, out / "grids" / f"uae-{name}.png")
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(res, indent=2, default=float))
+        log.info(
+            "evaluate %s: finished in %s (%s)",
+            name,
+            fmt_seconds(time.perf_counter() - t_eval),
+            _headline(res["metrics"]),
+        )
+
+
+def _headline(metrics: dict[str, Any]) -> str:
+    """Clean top-1 and the PGD accuracy of an evaluation, for its log line."""
+    parts = []
+    for key, m in metrics.items():
+        if (key == "clean_top1" or key.startswith("pgd")) and m.get("value") is not None:
+            parts.append(f"{key} {100 * m['value']:.1f}%")
+    return ", ".join(parts)
 
 
 def _file_hash(manifest: Path) -> str:

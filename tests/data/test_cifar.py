@@ -102,6 +102,8 @@ def test_verify_rejects_non_official_md5_with_the_fix(tmp_path):
     assert str(folder / "meta") in msg
     assert actual in msg and CIFAR100.md5["meta"] in msg
     assert "verify=False" in msg and "checksums=" in msg
+    # the spellings the command line accepts (advaug ... data.verify=false)
+    assert "data.verify=false" in msg and f"data.checksums.meta={actual}" in msg
 
 
 def test_user_checksums_are_checked_instead(tmp_path):
@@ -140,7 +142,7 @@ def test_missing_folder_names_url_and_path(tmp_path):
     msg = str(info.value)
     assert CIFAR100.url in msg
     assert str((root / "cifar-100-python").resolve()) in msg
-    assert "download=True" in msg
+    assert "download=True" in msg and "data.download=true" in msg
 
 
 def test_folder_missing_a_file(tmp_path):
@@ -307,3 +309,22 @@ def test_check_counts_at_official_size():
 def test_unknown_variant():
     with pytest.raises(ConfigError, match="cifar10, cifar100"):
         load_cifar("cifar1000", os.devnull)
+
+
+def test_data_checksums_is_a_config_key_that_reaches_the_loader(monkeypatch):
+    """The error above advises data.checksums.FILE=MD5: the config accepts it and passes it on."""
+    from advaug.config import build_config
+    from advaug.data import splits
+
+    cfg = build_config("smoke", ["data.name=cifar100", f"data.checksums.meta={'a' * 32}"])
+    assert cfg.data.checksums == {"meta": "a" * 32}
+    seen = {}
+
+    def fake_load(name, root, **kw):
+        seen.update(kw)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(splits, "load_dataset", fake_load)
+    with pytest.raises(RuntimeError, match="stop here"):
+        splits.load_splits(cfg.data)
+    assert seen["checksums"] == {"meta": "a" * 32}

@@ -81,3 +81,28 @@ def test_unfinished_and_empty_study(tmp_path: Path):
 def test_single_seed_study(tmp_path: Path):
     s = load_study(make_study(tmp_path / "s", {"none-s0": {"clean_top1": 0.5}}))
     assert s.seeds == [0] and s.techniques == ["none"]
+
+
+def test_runs_set_aside_by_a_changed_config_are_not_models(study_dir: Path):
+    """A rerun with another config moves the old run to ``<name>.stale-<hash>``: it must not
+    count as a second model (Runs 2, a std over old and new), a missing one or a technique."""
+    import shutil
+
+    from advaug.report.tables import build_table
+
+    for name in ("fgsm-s0", "none-s1"):
+        shutil.copytree(
+            study_dir / "classifiers" / name,
+            study_dir / "classifiers" / f"{name}.stale-0a1b2c3d4e5f",
+        )
+    gone = study_dir / "classifiers" / "fgsm-s1.stale-gan"
+    shutil.copytree(study_dir / "classifiers" / "fgsm-s1", gone)
+    result = json.loads((gone / "result.json").read_text())
+    (gone / "result.json").write_text(json.dumps({**result, "technique": "old-technique"}))
+    s = load_study(study_dir)
+    assert [m.name for m in s.models] == ["none-s0", "none-s1", "fgsm-s0", "fgsm-s1"]
+    assert s.techniques == ["none", "fgsm"] and s.notes == []
+    table = build_table(s)
+    assert table.techniques == ["none", "fgsm"]
+    assert table.models == {"none": ["none-s0", "none-s1"], "fgsm": ["fgsm-s0", "fgsm-s1"]}
+    assert table.seconds_per_epoch["fgsm"].mean == 22.0  # (20 + 24) / 2, no stale copies

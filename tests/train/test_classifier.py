@@ -170,3 +170,25 @@ def test_none_trains_on_the_whole_batch(tmp_path, splits):
     )
     assert rec["aug_share"] == 0.0
     assert rec["clean_examples"] == 9 * 32  # 300 images, batch 32: every example of 9 batches
+
+
+@pytest.mark.parametrize("stop", [9, 18])  # mid-run, and at the very last step
+def test_training_seconds_add_up_over_a_resume(tmp_path, splits, stop):
+    """train_seconds counts every process of a run, not only the last one (the cost ratios of
+    the report divide them). The first process is made slow (a sleep per step, so the bound
+    holds on any machine); the resumed one then finishes the run."""
+    import json
+    import time
+
+    slow = 0.1
+
+    def slow_then_stop(state, save):
+        time.sleep(slow)
+        stop_after(stop)(state, save)
+
+    with pytest.raises(Interrupted):
+        train_classifier(_job(), tmp_path / "r", splits=splits, on_step=slow_then_stop)
+    manifest = json.loads((tmp_path / "r" / "checkpoints" / f"step-{stop:08d}.json").read_text())
+    assert manifest["train_seconds"] >= stop * slow
+    result = train_classifier(_job(), tmp_path / "r", splits=splits)
+    assert result["train_seconds"] >= manifest["train_seconds"]

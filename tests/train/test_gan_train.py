@@ -83,3 +83,19 @@ def test_load_gan_gives_frozen_eval_models(tmp_path, splits):
     assert imgs.shape == (4, 3, 32, 32) and imgs.min() >= 0 and imgs.max() <= 1
     assert (tmp_path / "r" / "samples" / "final.png").is_file()
     assert (tmp_path / "r" / "samples" / "interpolation.png").is_file()
+
+
+def test_gan_training_seconds_add_up_over_a_resume(tmp_path, splits):
+    import time
+
+    def slow_then_stop(state, save):
+        time.sleep(0.2)
+        stop_after(3)(state, save)
+
+    job = _job()
+    with pytest.raises(Interrupted):
+        train_gan(job, tmp_path / "r", splits=splits, on_step=slow_then_stop)
+    manifest = json.loads((tmp_path / "r" / "checkpoints" / "step-00000003.json").read_text())
+    assert manifest["train_seconds"] >= 3 * 0.2
+    result = train_gan(job, tmp_path / "r", splits=splits)
+    assert result["train_seconds"] >= manifest["train_seconds"]

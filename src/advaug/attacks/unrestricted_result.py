@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,20 +108,22 @@ class UnrestrictedResult:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write a safetensors file (no pickle) atomically; ``meta`` goes into its metadata."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self._tensors().items()}
         header = {"format": FORMAT, "version": FORMAT_VERSION, "meta": self.meta}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
+        data = save(tensors, metadata={"advaug": json.dumps(header)})
+        # written by a plain open, so the file's mode follows the umask like every other file
+        # (safetensors' save_file makes it private, 0600)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
-            save_file(tensors, tmp, metadata={"advaug": json.dumps(header)})
+            with open(tmp, "wb") as f:
+                f.write(data)
             os.replace(tmp, path)
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            tmp.unlink(missing_ok=True)
         return path
 
     @classmethod

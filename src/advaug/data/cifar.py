@@ -168,7 +168,8 @@ def load_cifar(
             raise DataError(
                 f"{spec.title} not found under {root.resolve()}: place the extracted folder at "
                 f"{(root / spec.folder).resolve()} or the archive at "
-                f"{(root / spec.archive).resolve()} (from {spec.url}), or pass download=True"
+                f"{(root / spec.archive).resolve()} (from {spec.url}), or add data.download=true "
+                "(download=True from Python)"
             )
         download_cifar(spec.name, root)
         source = root / spec.folder
@@ -185,7 +186,7 @@ def _expected_md5(spec: CifarSpec, verify: bool, checksums: dict[str, str] | Non
     for fname, md5 in (checksums or {}).items():
         if fname not in spec.md5:
             raise ConfigError(
-                f"checksums names {fname!r}, which is not a {spec.title} file; use keys from: "
+                f"data.checksums names {fname!r}, which is not a {spec.title} file; use keys from: "
                 f"{', '.join(spec.files)}"
             )
         if not (
@@ -193,7 +194,10 @@ def _expected_md5(spec: CifarSpec, verify: bool, checksums: dict[str, str] | Non
             and len(md5) == 32
             and all(c in "0123456789abcdef" for c in md5.lower())
         ):
-            raise ConfigError(f"checksums[{fname!r}]={md5!r} is not an md5; give 32 hex digits")
+            raise ConfigError(
+                f"invalid config value data.checksums.{fname}={md5!r}: not an md5; "
+                "give 32 hex digits"
+            )
         out[fname] = md5.lower()
     return out
 
@@ -220,9 +224,9 @@ def _check_md5(
     if got != want:
         kind = "official" if spec.md5.get(fname) == want else "given"
         raise DataError(
-            f"{source}: md5 {got} does not match the {kind} {want}; pass verify=False "
-            f"(data.verify=false) to accept a well-formed non-official copy, or "
-            f"checksums={{'{fname}': '{got}'}} to pin this one"
+            f"{source}: md5 {got} does not match the {kind} {want}; add data.verify=false to "
+            f"accept a well-formed non-official copy, or data.checksums.{fname}={got} to pin "
+            "this one (verify=False or checksums={...} from Python)"
         )
 
 
@@ -232,7 +236,8 @@ def _read_dir(spec: CifarSpec, folder: Path, expected: dict[str, str]) -> _Raw:
     if missing:
         raise DataError(
             f"{spec.title} folder {folder.resolve()} lacks {', '.join(missing)}: place the "
-            f"complete extracted folder there (from {spec.url}) or delete it and pass download=True"
+            f"complete extracted folder there (from {spec.url}) or delete it and add "
+            "data.download=true"
         )
     raw: _Raw = {}
     for fname in spec.files:
@@ -498,7 +503,7 @@ def download_cifar(
         if got != want:
             raise DownloadError(
                 f"{archive} exists but its md5 {got} is not {want}; delete it and download "
-                "again, or load it as it is with verify=False"
+                "again, or load it as it is with data.verify=false"
             )
     else:
         _fetch(url, archive, want, urlopen or _default_opener, place)

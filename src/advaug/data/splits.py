@@ -39,6 +39,7 @@ def load_splits(cfg: DataConfig, seed: int = 0) -> Splits:
         download=cfg.download,
         verify=cfg.verify,
         check_sizes=cfg.check_sizes,
+        checksums=cfg.checksums or None,
     )
     train = data.train_split()
     val = None

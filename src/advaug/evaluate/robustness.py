@@ -10,6 +10,7 @@ from torch import nn
 
 from advaug.attacks import FGSM, PGD, AutoAttack
 from advaug.evaluate.accuracy import to_float
+from advaug.log import progress
 
 
 def eps_label(eps: float) -> str:
@@ -25,11 +26,13 @@ def attacked_accuracy(
     y: torch.Tensor,
     batch_size: int,
     device: torch.device,
+    desc: str = "attack",
 ) -> float:
-    """Top-1 accuracy of ``model`` on ``make_attack(model)(x, y)``, batch by batch."""
+    """Top-1 accuracy of ``model`` on ``make_attack(model)(x, y)``, batch by batch (with a
+    progress bar named ``desc``)."""
     atk = make_attack(model)
     correct = 0
-    for i in range(0, x.shape[0], batch_size):
+    for i in progress(range(0, x.shape[0], batch_size), desc=desc, unit="batch"):
         xb = to_float(x[i : i + batch_size], device)
         yb = y[i : i + batch_size].to(device)
         adv = atk(xb, yb)
@@ -58,7 +61,10 @@ def robustness(
     n = x.shape[0]
     out: dict[str, dict[str, Any]] = {}
     for eps in fgsm_eps:
-        acc = attacked_accuracy(model, lambda m, e=eps: FGSM(m, eps=e), x, y, batch_size, device)
+        acc = attacked_accuracy(
+            model, lambda m, e=eps: FGSM(m, eps=e), x, y, batch_size, device,
+            desc=f"FGSM {eps_label(eps)}",
+        )  # fmt: skip
         out[f"fgsm@{eps_label(eps)}"] = {
             "value": acc,
             "protocol": f"FGSM L∞ ε={eps_label(eps)}, {n} {split} images",
@@ -79,6 +85,7 @@ def robustness(
         y,
         batch_size,
         device,
+        desc=f"PGD-{pgd_steps} {eps_label(pgd_eps)}",
     )
     out[f"pgd{pgd_steps}@{eps_label(pgd_eps)}"] = {
         "value": acc,
@@ -95,6 +102,7 @@ def robustness(
             y,
             batch_size,
             device,
+            desc="AutoAttack",
         )
         out[f"autoattack@{eps_label(pgd_eps)}"] = {
             "value": acc,

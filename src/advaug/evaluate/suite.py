@@ -15,7 +15,7 @@ from advaug.config import EvalConfig, StudyConfig
 from advaug.data.types import class_balanced_subset
 from advaug.evaluate.accuracy import accuracy, predict
 from advaug.evaluate.robustness import robustness
-from advaug.evaluate.uae import legitimacy, run_uae
+from advaug.evaluate.uae import check_out, legitimacy, run_uae
 from advaug.log import get_logger
 
 log = get_logger(__name__)
@@ -134,24 +134,30 @@ def format_evaluation(res: dict[str, Any]) -> str:
 def evaluate_checkpoint(
     checkpoint: str, cfg: StudyConfig, *, gan: str | None = None, out: str | None = None
 ) -> dict[str, Any]:
-    """``advaug evaluate``: load a classifier, evaluate it on the preset's data and protocol."""
+    """``advaug evaluate``: load a classifier, evaluate it on the preset's data and protocol.
+
+    Everything that can be checked is checked before the evaluation runs: the output folder,
+    the checkpoint, the GAN, and that both were made for the dataset's classes.
+    """
     import json
 
     from advaug.data.splits import load_splits
-    from advaug.errors import CheckpointError
-    from advaug.loading import load_classifier, load_gan
+    from advaug.loading import check_same_classes, load_classifier, load_gan
     from advaug.runtime import make_runtime
     from advaug.runtime.checkpoint import atomic_write_text
 
+    out_dir = check_out(out, "--out") if out else None
     rt = make_runtime(cfg.runtime)
-    splits = load_splits(cfg.data)
     model = load_classifier(checkpoint, rt.device)
-    if model.num_classes != splits.num_classes:
-        raise CheckpointError(
-            f"checkpoint {checkpoint} has {model.num_classes} classes but {cfg.data.name} has "
-            f"{splits.num_classes}; evaluate it on the dataset it was trained on"
-        )
     pair = load_gan(gan, rt.device) if gan else None
+    splits = load_splits(cfg.data)
+    check_same_classes(f"checkpoint {checkpoint}", model.classes or model.num_classes,
+                       f"dataset {cfg.data.name}", splits.classes,
+                       "evaluate it on the dataset it was trained on")  # fmt: skip
+    if pair is not None:
+        check_same_classes(f"the GAN {gan}", pair.classes or pair.generator.num_classes,
+                           f"dataset {cfg.data.name}", splits.classes,
+                           "give the GAN trained on this dataset")  # fmt: skip
     res = evaluate_model(
         model,
         splits.test.x,
@@ -162,7 +168,20 @@ def evaluate_checkpoint(
         seed=cfg.seed,
     )
     res["checkpoint"] = str(checkpoint)
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(out) / "evaluation.json", json.dumps(res, indent=2))
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "evaluation.json", json.dumps(res, indent=2))
     return res
+
+
+def find_run_config(checkpoint: str | Path) -> Path | None:
+    """The config that made a classifier checkpoint: its study's ``config.yaml`` (data and
+    evaluation protocol) when the run is a study's, else its run's; None for a bare file."""
+    from advaug.runtime.checkpoint import resolve_checkpoint
+
+    ckpt = resolve_checkpoint(checkpoint)
+    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    study = run.parent.parent
+    if (study / "study.json").is_file() and (study / "config.yaml").is_file():
+        return study / "config.yaml"
+    return run / "config.yaml" if (run / "config.yaml").is_file() else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,11 @@ from torch import nn
 
 from advaug.attacks import UnrestrictedAttack, UnrestrictedConfig, UnrestrictedResult
 from advaug.config import unrestricted_preset
+from advaug.errors import ConfigError
 from advaug.evaluate.accuracy import predict, to_float
 from advaug.imaging import save_grid
 from advaug.log import get_logger
+from advaug.runtime.checkpoint import atomic_write_text
 
 log = get_logger(__name__)
 
@@ -201,24 +204,34 @@ def attack_command(
     out: Path,
     device: str,
 ) -> str:
-    """``advaug attack unrestricted``: generate, save (safetensors), grid, summary text."""
-    from advaug.errors import ConfigError
-    from advaug.loading import load_classifier, load_gan
+    """``advaug attack unrestricted``: generate, save (safetensors), grid, summary text.
+
+    Every input is loaded and checked before the attack runs: the output folder, the
+    classifier, the GAN, the reference classifier and the training split; the classifier, GAN
+    and reference must share their classes.
+    """
+    from advaug.loading import check_same_classes, load_classifier, load_gan
     from advaug.runtime import resolve_device
 
     if num < 1 or steps < 0:
         raise ConfigError("--num must be >= 1 and --steps >= 0")
+    out = check_out(out, "--out")
     dev = resolve_device(device)
     model = load_classifier(checkpoint, dev)
     pair = load_gan(gan, dev)
-    if model.num_classes != pair.generator.num_classes:
-        raise ConfigError(
-            f"the classifier has {model.num_classes} classes but the GAN has "
-            f"{pair.generator.num_classes}; use a GAN trained on the same dataset"
-        )
+    classes = model.classes or model.num_classes
+    check_same_classes(f"the GAN {gan}", pair.classes or pair.generator.num_classes,
+                       f"the classifier {checkpoint}", classes,
+                       "use a GAN trained on the same dataset")  # fmt: skip
+    ref, train = None, None
+    if reference:
+        ref = load_classifier(reference, dev)
+        check_same_classes(f"the reference {reference}", ref.classes or ref.num_classes,
+                           f"the classifier {checkpoint}", classes,
+                           "give a reference classifier trained on the same dataset")  # fmt: skip
+        train = _run_train_split(checkpoint)
     attack = unrestricted_preset(preset, steps=steps, targeted=targeted)
     result = run_uae(pair.generator, pair.critic, model, num, attack, seed=seed)
-    out.mkdir(parents=True, exist_ok=True)
     result.meta.update({"classifier": str(checkpoint), "gan": str(gan), "seed": seed})
     data_path = result.save(out / "uae.safetensors")
     grid = pair_grid(pair.generator, result, out / "pairs.png")
@@ -227,11 +240,9 @@ def attack_command(
         f"{'targeted (t=s+1)' if targeted else 'untargeted'} latent attack, preset {preset}, "
         f"{steps} steps, {num} balanced sources, seed {seed}, against {checkpoint}"
     )
-    if reference:
-        ref = load_classifier(reference, dev)
+    if ref is not None:
         summary["legitimacy"] = legitimacy(result, ref)
         summary["legitimacy_protocol"] = f"share of successes that {reference} labels as source"
-        train = _run_train_split(checkpoint)
         ok = result.successes()
         if len(ok) and train is not None:
             train_x = train.x
@@ -244,7 +255,7 @@ def attack_command(
             summary["diversity"] = diversity_report(
                 result, clean, result.source, train_x, train.y, ref
             )
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float))
     lines = [
         f"unrestricted attack: {summary['success_rate']:.1%} success over {num} sources",
         f"steps to success: p50 {summary['steps_p50']:.0f}, p90 {summary['steps_p90']:.0f}, "
@@ -261,11 +272,27 @@ def attack_command(
     return "\n".join(lines)
 
 
+def check_out(out: str | Path, flag: str) -> Path:
+    """Refuse, before any work, an output folder that could not be written: empty, a file, or
+    under a file or a folder without write permission. Nothing is created here."""
+    path = Path(out)
+    if not str(out).strip():
+        raise ConfigError(f"{flag} is empty; give a folder to write into")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is a file, not a folder; give a folder to write into")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"cannot create {flag} folder {path}: {parent} is a file; choose another")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {flag} folder {path}: {parent} is not writable")
+    return path
+
+
 def _run_train_split(checkpoint: str):
     """The training split of the run that made ``checkpoint`` (from its config.yaml)."""
-    import yaml
-
-    from advaug.config import DataConfig, from_dict
+    from advaug.config import DataConfig, from_dict, read_config_file
     from advaug.data.splits import load_splits
     from advaug.runtime.checkpoint import resolve_checkpoint
 
@@ -273,6 +300,6 @@ def _run_train_split(checkpoint: str):
     for folder in (ckpt.parent.parent, ckpt.parent):
         cfg = folder / "config.yaml"
         if cfg.is_file():
-            data = yaml.safe_load(cfg.read_text()).get("data", {})
+            data = read_config_file(cfg)[0].get("data", {})
             return load_splits(from_dict(DataConfig, data)).train
     return None

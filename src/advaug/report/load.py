@@ -19,6 +19,7 @@ from advaug.log import get_logger
 log = get_logger(__name__)
 
 _SEED_SUFFIX = re.compile(r"^(?P<tech>.+)-s(?P<seed>\d+)$")
+_STALE = re.compile(r"\.stale-[^/]+$")
 
 
 def num(v: Any) -> float | None:
@@ -191,7 +192,8 @@ def load_study(study_dir: str | Path) -> StudyData:
     names: list[str] = [str(n) for n in meta.get("models") or []]
     found = sorted(p.stem for p in (root / "eval").glob("*.json") if p.is_file())
     found += sorted(p.name for p in (root / "classifiers").glob("*") if p.is_dir())
-    names += [n for n in dict.fromkeys(found) if n not in names]
+    # runs that a changed config set aside (<name>.stale-<hash>) are not models of the study
+    names += [n for n in dict.fromkeys(found) if n not in names and not _STALE.search(n)]
 
     models = []
     for name in names:

@@ -23,6 +23,8 @@ is unchanged). With ``runtime.sync_bn`` (CUDA only) batch norm uses the global b
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import math
 import time
 from dataclasses import dataclass, field
@@ -34,13 +36,15 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from advaug.augment import Technique, build_technique
-from advaug.config import ClassifierConfig, DataConfig, RuntimeConfig
+from advaug.config import NOT_IDENTITY, ClassifierConfig, DataConfig, RuntimeConfig
+from advaug.data.datasets import dataset_info
 from advaug.data.loader import DeviceLoader
 from advaug.data.splits import Splits
 from advaug.errors import ConfigError, NumericalError
 from advaug.evaluate.accuracy import accuracy
-from advaug.loading import GANPair, load_gan
-from advaug.log import get_logger, progress
+from advaug.imaging import make_grid, to_pil
+from advaug.loading import GANPair, check_same_classes, load_gan
+from advaug.log import fmt_seconds, get_logger, progress
 from advaug.models import build_model
 from advaug.runtime import (
     Runtime,
@@ -51,7 +55,7 @@ from advaug.runtime import (
     seed_everything,
     set_rng_state,
 )
-from advaug.runtime.checkpoint import check_arch, save_final
+from advaug.runtime.checkpoint import atomic_write_bytes, check_arch, save_final
 from advaug.train import loop
 from advaug.train.run import Run
 from advaug.train.schedule import lr_at, set_lr
@@ -68,8 +72,13 @@ class ClassifierJob:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     seed: int = 0
-    gan: str | None = None  # GAN run folder or checkpoint, for the gan/unrestricted techniques
-    ckpt_every_steps: int = 0  # >0: also checkpoint every N steps (tests, preemptible machines)
+    # the GAN of the gan/unrestricted techniques: where it lies (its run folder or checkpoint;
+    # not part of the run's identity, so a moved or re-spelt folder is the same run) and what it
+    # is (the sha256 of its checkpoint, filled in by train_classifier)
+    gan: str | None = field(default=None, metadata=NOT_IDENTITY)
+    gan_sha256: str = ""
+    # >0: also checkpoint every N steps (tests, preemptible machines); changes no result
+    ckpt_every_steps: int = field(default=0, metadata=NOT_IDENTITY)
 
 
 def build_classifier(job: ClassifierJob, num_classes: int) -> nn.Module:
@@ -120,6 +129,7 @@ class ClassifierState:
     epoch: int = 0
     best: float = -1.0
     epoch_stats: dict[str, torch.Tensor] | None = None  # the epoch's running sums (device)
+    watch: loop.Stopwatch = field(default_factory=loop.Stopwatch)  # training seconds
 
     @property
     def eval_model(self) -> nn.Module:
@@ -182,9 +192,12 @@ def train_classifier(
 
     ``on_step(state, save)`` is called after every step (see :mod:`advaug.train.loop`).
     Under torchrun every rank calls this; the returned result is the same on every rank.
+    The GAN of the gan/unrestricted techniques is loaded and checked against the dataset first,
+    so a missing or foreign GAN creates no run folder.
     """
     rt = make_runtime(job.runtime)
     with distributed(rt):
+        job, gan = _resolve_gan(job, rt)
         run, splits = loop.open_run(
             job,
             out,
@@ -194,12 +207,42 @@ def train_classifier(
             batch_size=job.classifier.batch_size,
             key="classifier.batch_size",
         )
-        if splits is None:
-            return run.result()
         try:
-            return _train(job, run, rt, build_state(job, rt, splits), on_step)
+            if splits is None:
+                return run.result()
+            if gan is not None:
+                check_same_classes(
+                    f"the GAN {job.gan}",
+                    gan.classes,
+                    f"dataset {splits.name}",
+                    splits.classes,
+                    "train the GAN on this dataset",
+                )
+            return _train(job, run, rt, build_state(job, rt, splits, gan=gan), on_step)
         finally:
             run.close()
+
+
+def _resolve_gan(job: ClassifierJob, rt: Runtime) -> tuple[ClassifierJob, GANPair | None]:
+    """The job with its GAN's identity (sha256), and the loaded GAN, for the techniques that
+    use one; the GAN must have the dataset's number of classes."""
+    if job.classifier.augment.technique not in ("gan", "unrestricted"):
+        return job, None
+    if not job.gan:
+        raise ConfigError(
+            f"technique '{job.classifier.augment.technique}' needs a trained GAN; "
+            "pass --gan RUN_DIR (from `advaug train-gan`)"
+        )
+    pair = load_gan(job.gan, rt.device)
+    info = dataset_info(job.data.name)
+    check_same_classes(
+        f"the GAN {job.gan}",
+        pair.classes or pair.generator.num_classes,
+        f"dataset {job.data.name}",
+        info.num_classes,
+        "train the GAN on this dataset (advaug train-gan with the same data.name)",
+    )
+    return dataclasses.replace(job, gan_sha256=pair.sha256), pair
 
 
 def build_state(
@@ -263,12 +306,14 @@ def _train(
     clock = loop.CheckpointClock(
         job.runtime.ckpt_every_min, job.ckpt_every_steps, distributed=rt.distributed
     )
-    t_start = time.perf_counter()
     # the last step's lr, for a run resumed from a checkpoint on the last batch of an epoch
     lr = lr_at(cfg.optim, max(0, st.step - 1), spe, cfg.epochs)
     desc = f"train {cfg.augment.technique}"
+    pace = _Pace(st.step, spe * cfg.epochs, cfg.batch_size * rt.world_size)
+    st.watch.start()
     with progress(total=spe * cfg.epochs, initial=st.step, desc=desc, unit="step") as bar:
         while st.epoch < cfg.epochs:
+            pace.epoch_start(st.step)
             st.loader.set_epoch(st.epoch)
             st.model.train()
             for x, y in st.loader:
@@ -290,15 +335,42 @@ def _train(
                     on_step(st, save)
             # end of epoch: its record (one host sync), validation, checkpoint
             st.epoch += 1
-            save(_end_epoch(run, st, rt, cfg, lr, bar))
+            save(_end_epoch(run, st, rt, cfg, lr, bar, pace))
             clock.reset()
-    return _finish(job, run, rt, st, time.perf_counter() - t_start)
+    return _finish(job, run, rt, st, st.watch.total())
+
+
+class _Pace:
+    """Images per second in the current epoch and the ETA of the run, for the epoch's log line
+    (this process's steps only: a resumed run does not count what it did not do)."""
+
+    def __init__(self, step: int, total_steps: int, images_per_step: int):
+        self.step0, self.total, self.per_step = step, total_steps, images_per_step
+        self.t0 = self.t_epoch = time.perf_counter()
+        self.epoch_step0 = step
+
+    def epoch_start(self, step: int) -> None:
+        self.t_epoch, self.epoch_step0 = time.perf_counter(), step
+
+    def line(self, step: int) -> str:
+        now = time.perf_counter()
+        img_s = (step - self.epoch_step0) * self.per_step / max(1e-9, now - self.t_epoch)
+        steps_s = (step - self.step0) / max(1e-9, now - self.t0)
+        eta = (self.total - step) / steps_s if steps_s > 0 else float("nan")
+        return f"{img_s:.0f} img/s, ETA {fmt_seconds(eta)}"
 
 
 def _end_epoch(
-    run: Run, st: ClassifierState, rt: Runtime, cfg: ClassifierConfig, lr: float, bar: Any
+    run: Run,
+    st: ClassifierState,
+    rt: Runtime,
+    cfg: ClassifierConfig,
+    lr: float,
+    bar: Any,
+    pace: _Pace,
 ) -> float | None:
-    """Log the epoch's training record and its validation accuracy (the checkpoint metric)."""
+    """Log the epoch's training record and its validation accuracy (the checkpoint metric),
+    and one line for people: epoch, loss, lr, train and val accuracy, img/s, ETA."""
     rec = _epoch_record(st.epoch_stats, lr, st.technique)
     st.epoch_stats = None
     if not math.isfinite(rec["loss"]):
@@ -314,6 +386,21 @@ def _end_epoch(
         metric = v["top1"]
         st.best = max(st.best, metric)
     bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['clean_acc']:.3f}")
+    accs = f"train {rec['clean_acc']:.1%}"
+    if rec["aug_acc"] is not None:
+        accs += f", augmented {rec['aug_acc']:.1%}"
+    if metric is not None:
+        accs += f", val {metric:.1%}"
+    log.info(
+        "%s epoch %d/%d: loss %.4f, lr %.4g, %s, %s",
+        run.folder.name,
+        st.epoch,
+        cfg.epochs,
+        rec["loss"],
+        lr,
+        accs,
+        pace.line(st.step),
+    )
     return metric
 
 
@@ -346,9 +433,37 @@ def _finish(
     loop.world_info(result, rt, cfg.batch_size, st.net)
     if rt.is_main:
         save_final(run.checkpoints.folder / "final.pt", final)
+        if not rt.distributed:  # a technique may reach the other ranks; they are not here
+            _sample_grid(st, rt, run.folder / "samples" / "train-batch.png")
     run.log(st.step, "test", {"top1": test["top1"], "top5": test["top5"]})
+    log.info(
+        "%s: test top-1 %.2f%% (%s), %s of training",
+        run.folder.name,
+        100 * test["top1"],
+        result["protocol"],
+        fmt_seconds(seconds),
+    )
     run.finish(result)
     return result
+
+
+#: Images per row of a classifier run's sample grid (``samples/train-batch.png``).
+SAMPLE_COLUMNS = 16
+
+
+@torch.no_grad()
+def _sample_grid(st: ClassifierState, rt: Runtime, path: Path) -> None:
+    """What the technique makes of training images: the first images of the training split
+    above their augmented versions (GAN samples of the same labels, FGSM images, UAEs), after
+    training (the final weights are written; the technique's state no longer matters)."""
+    x = st.splits.train.x[:SAMPLE_COLUMNS].to(rt.device).float() / 255
+    y = st.splits.train.y[:SAMPLE_COLUMNS].to(rt.device)
+    with torch.enable_grad():
+        aug = st.technique(st.model, x, y, st.step)
+    rows = [x] if aug is None else [x, aug[0][:SAMPLE_COLUMNS].float()]
+    buf = io.BytesIO()
+    to_pil(make_grid(torch.cat(rows).cpu(), SAMPLE_COLUMNS), scale=2).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _epoch_record(acc: dict[str, torch.Tensor] | None, lr: float, technique) -> dict[str, float]:
@@ -422,10 +537,5 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, rt
     return {"top1": total["top1"] / n_all, "top5": total["top5"] / n_all, "n": int(total["n"])}
 
 
-def _load_gan_for(job: ClassifierJob, rt: Runtime):
-    if not job.gan:
-        raise ConfigError(
-            f"technique '{job.classifier.augment.technique}' needs a trained GAN; "
-            "pass --gan RUN_DIR (from `advaug train-gan`)"
-        )
-    return load_gan(job.gan, rt.device)
+def _load_gan_for(job: ClassifierJob, rt: Runtime) -> GANPair | None:
+    return _resolve_gan(job, rt)[1]

@@ -35,7 +35,7 @@ from advaug.data.splits import Splits
 from advaug.errors import NumericalError
 from advaug.evaluate.gan_quality import diversity
 from advaug.imaging import save_grid
-from advaug.log import get_logger, progress
+from advaug.log import fmt_seconds, get_logger, progress
 from advaug.models import build_gan
 from advaug.models.gan import Critic, Generator, recompute_standing_stats, sample
 from advaug.runtime import (
@@ -101,6 +101,7 @@ class GANState:
     splits: Splits
     seed: int
     it: int = 0
+    watch: loop.Stopwatch = field(default_factory=loop.Stopwatch)  # training seconds
 
     @property
     def step(self) -> int:
@@ -202,9 +203,9 @@ def train_gan(
             job, out, rt, kind="gan", splits=splits, batch_size=job.gan.batch_size,
             key="gan.batch_size",
         )  # fmt: skip
-        if splits is None:
-            return run.result()
         try:
+            if splits is None:
+                return run.result()
             st = _build(job, rt, splits)
             return _train(job, run, rt, st, on_step, collapse_threshold)
         finally:
@@ -263,6 +264,7 @@ def _train(
                                  distributed=rt.distributed)  # fmt: skip
     batches = _batches(st.loader)
     it0, t0 = st.it, time.perf_counter()
+    st.watch.start()
 
     def log_losses() -> None:
         rec = losses.pop(rt)
@@ -271,6 +273,18 @@ def _train(
         rec["iters_per_s"] = (st.it - it0) / max(1e-9, time.perf_counter() - t0)
         run.log(st.it, "train", rec)
         bar.set_postfix(w=f"{rec['d_wasserstein']:.2f}", ac=f"{rec['d_ac_acc_real']:.2f}")
+        eta = (cfg.iters - st.it) / rec["iters_per_s"] if rec["iters_per_s"] > 0 else math.nan
+        log.info(
+            "%s iteration %d/%d: wasserstein %.3f, AC real %.1f%%, lr %.3g, %.3g it/s, ETA %s",
+            run.folder.name,
+            st.it,
+            cfg.iters,
+            rec["d_wasserstein"],
+            100 * rec["d_ac_acc_real"],
+            rec["lr_g"],
+            rec["iters_per_s"],
+            fmt_seconds(eta),
+        )
 
     def save() -> None:
         if losses.n:  # a save between log records logs (and checks) the losses first
@@ -305,7 +319,7 @@ def _train(
                 clock.reset()
             if on_step is not None:
                 on_step(st, save)
-    return _finish(job, run, rt, st, time.perf_counter() - t0)
+    return _finish(job, run, rt, st, st.watch.total())
 
 
 def _finish(job: GANJob, run: Run, rt: Runtime, st: GANState, seconds: float) -> dict[str, Any]:
@@ -328,6 +342,12 @@ def _finish(job: GANJob, run: Run, rt: Runtime, st: GANState, seconds: float) ->
         "runtime": rt.describe(),
     }
     loop.world_info(result, rt, cfg.batch_size, st.g_net, st.d_net)
+    log.info(
+        "%s: AC head test top-1 %.1f%%, %s of training",
+        run.folder.name,
+        100 * ac_test,
+        fmt_seconds(seconds),
+    )
     if rt.is_main:
         run.checkpoints.folder.mkdir(parents=True, exist_ok=True)  # none yet if iters < ckpt_every
         z, y = _fixed_noise(final_g, splits.num_classes, job.seed, rt.device)

@@ -35,10 +35,31 @@ from advaug.train.run import Run
 log = get_logger(__name__)
 
 
+class Stopwatch:
+    """Training seconds of a run over all its processes: what its checkpoint recorded when this
+    process resumed, plus the time since (:meth:`start`).
+
+    The seconds go into each checkpoint's manifest, not into the state dict, which must stay
+    bit-identical between an interrupted run and an uninterrupted one. Work done after the
+    last checkpoint of a killed process is lost and counted again when it is redone.
+    """
+
+    def __init__(self, before: float = 0.0):
+        self.before = before
+        self.since = time.perf_counter()
+
+    def start(self) -> None:
+        self.since = time.perf_counter()
+
+    def total(self) -> float:
+        return self.before + time.perf_counter() - self.since
+
+
 class TrainState(Protocol):
     """The checkpointed state of one training run."""
 
     step: int
+    watch: Stopwatch  # training seconds, kept in the checkpoint manifests
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint (rank 0's view; rank states are added by :func:`save`)."""
@@ -78,8 +99,12 @@ def open_run(
     if run.finished:
         log.info("%s is finished; nothing to do", out)
         return run, None
-    splits = splits or load_splits(job.data, seed=job.seed)
-    check_batch_size(batch_size, len(splits.train), key)
+    try:
+        splits = splits or load_splits(job.data, seed=job.seed)
+        check_batch_size(batch_size, len(splits.train), key)
+    except BaseException:
+        run.close()  # the lock and the log file
+        raise
     return run, splits
 
 
@@ -113,6 +138,7 @@ def save(run: Run, state: TrainState, rt: Runtime, metric: float | None = None) 
         full = state.state_dict()
         if rt.distributed:
             full.update(world_size=rt.world_size, ranks=ranks)
+        run.checkpoints.meta["train_seconds"] = state.watch.total()
         run.checkpoints.save(full, state.step, metric=metric)
 
 
@@ -126,6 +152,7 @@ def resume(run: Run, state: TrainState, rt: Runtime) -> bool:
     if found is None:
         return False
     state.load_state_dict(found[0], rt)
+    state.watch = Stopwatch(float(found[1].get("train_seconds") or 0.0))
     run.resume_from(state.step)
     return True
 

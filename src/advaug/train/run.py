@@ -9,20 +9,29 @@ lost attempt are dropped (and TensorBoard purges from step 0), so a step is neve
 
 A folder with a ``config.yaml`` but no checkpoint and no result (a run that failed before its
 first checkpoint) holds nothing to resume, so a run with a corrected config may take it over;
-a folder with checkpoints or a result is refused for any other config.
+a folder with checkpoints or a result is refused for any other config, with the keys that
+differ. A ``config.yaml`` that is unreadable (cut, edited by hand) is rewritten when every
+checkpoint and result in the folder was made with this config (their manifests hold its hash),
+and refused otherwise, naming the file.
+
+While a run is open its folder is locked (:class:`advaug.runtime.lock.FolderLock`: a second
+process is refused with the holder's pid, host and start time) and the log lines go to its
+``log.txt`` as well.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-from advaug.config import config_hash, dump_yaml, same_config
+from advaug.config import config_diff, config_hash, dump_yaml, identity, read_stored
 from advaug.errors import ConfigError
-from advaug.log import get_logger
+from advaug.log import get_logger, log_to_file
 from advaug.runtime.checkpoint import CheckpointManager, atomic_write_text, remove_stale_temps
+from advaug.runtime.lock import FolderLock
 
 log = get_logger(__name__)
 
@@ -85,8 +94,13 @@ class Run:
             keep_last,
             meta={"config_hash": self.hash, "kind": kind},
         )
+        self._held = contextlib.ExitStack()  # the folder's lock and its log.txt, while open
         if write:
-            self._open()
+            try:
+                self._open()
+            except BaseException:
+                self._held.close()
+                raise
 
     def _open(self) -> None:
         try:
@@ -96,18 +110,28 @@ class Run:
             raise ConfigError(
                 f"cannot create run folder {self.folder} ({e.strerror}); choose a writable --out"
             ) from e
+        self._held.enter_context(FolderLock(self.folder, "run"))
+        self._held.enter_context(log_to_file(self.folder / "log.txt"))
         remove_stale_temps(self.folder)
         cfg_path = self.folder / "config.yaml"
         text = dump_yaml(self.config)
-        if cfg_path.is_file():
-            if same_config(cfg_path.read_text(), self.config):
-                return
+        status = stored_status(self.folder, self.config)
+        if status == "same" and cfg_path.read_text() == text:
+            return
+        if status == "different":
             if self.finished or self.checkpoints.entries():
                 raise ConfigError(
-                    f"{self.folder} holds a run with a different config; "
+                    f"{self.folder} holds a run with a different config "
+                    f"({config_diff(cfg_path.read_text(), self.config)}); "
                     "use another --out folder or delete that one"
                 )
             log.warning("%s held a run that never checkpointed; replacing its config", self.folder)
+        elif status == "repair":
+            log.warning(
+                "%s was unreadable; its checkpoints were made with this same config, "
+                "so it was written again",
+                cfg_path,
+            )
         atomic_write_text(cfg_path, text)
 
     # -- state ------------------------------------------------------------------------------
@@ -212,6 +236,48 @@ class Run:
         self.close()
 
     def close(self) -> None:
+        """Close TensorBoard, then release the folder's lock and log file."""
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        self._held.close()
+
+
+def stored_status(folder: Path, config: Any) -> str:
+    """How the ``config.yaml`` in ``folder`` relates to the run ``config`` (a job dataclass).
+
+    ``"new"``: no config.yaml (a run that starts, or adopts checkpoints whose architecture its
+    resume then checks); ``"same"`` / ``"different"``: by :func:`advaug.config.same_config`'s
+    rule (its identity); ``"repair"``: config.yaml is unreadable (cut, badly edited), but every
+    checkpoint and result in the folder was made with ``config``. Raises :class:`ConfigError`
+    for an unreadable config.yaml beside checkpoints of another config, naming the file.
+    """
+    folder = Path(folder)
+    path = folder / "config.yaml"
+    if not path.is_file():
+        return "new"
+    try:
+        stored = read_stored(path.read_text(), type(config))
+    except (ConfigError, UnicodeDecodeError) as e:
+        problem = str(e) if isinstance(e, ConfigError) else "is not text"
+    else:
+        return "same" if identity(stored) == identity(config) else "different"
+    made_by = _made_with(folder)
+    if not made_by or made_by == {config_hash(config)}:
+        return "repair"
+    raise ConfigError(
+        f"{path} {problem}, and the checkpoints in {folder} were made with another config; "
+        "restore that file, or use another --out folder"
+    )
+
+
+def _made_with(folder: Path) -> set[str]:
+    """The config hashes recorded by the checkpoints and the result in a run folder."""
+    hashes = {m.get("config_hash") for m in CheckpointManager(folder / "checkpoints").entries()}
+    result = folder / "result.json"
+    if result.is_file():
+        try:
+            hashes.add(json.loads(result.read_text()).get("config_hash"))
+        except (OSError, ValueError, AttributeError):
+            hashes.add("unreadable result.json")
+    return {str(h) for h in hashes}

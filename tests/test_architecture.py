@@ -32,6 +32,7 @@ LAYERS: dict[str, float] = {
     "label": 6,  # the labelling tool; its store and analysis need no models (the report reads them)
     "label.store": 1,
     "label.analysis": 1.5,
+    "launch": 6.5,  # stages as jobs: above the trainers it runs, below the study that uses it
     "study": 7,
     "cli": 8,
     "__main__": 9,

@@ -79,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("study", "the whole comparison: GAN, classifiers, evaluation, report")
     _common(s, "runs/study")
     s.add_argument("--dry-run", action="store_true", help="print the plan and its cost estimate")
+    g = s.add_argument_group("stages as parallel jobs (README: Scale and speed)")
+    g.add_argument("--launcher", choices=["local", "slurm"], help="run training stages as jobs")
+    g.add_argument("--max-parallel", type=int, default=2, help="jobs at once (default 2)")
+    g.add_argument("--retries", type=int, default=2, help="resubmissions of a failed job")
+    g.add_argument("--jobs-dir", help="job files and logs (default: OUT/jobs)")
+    g.add_argument("--partition", help="slurm partition")
+    g.add_argument("--gpus-per-job", type=int, default=0, help="slurm: GPUs (DDP ranks) per job")
+    g.add_argument("--cpus-per-job", type=int, default=2, help="slurm: CPUs per task")
+    g.add_argument("--time-min", type=int, default=240, help="slurm: time limit in minutes")
+    g.add_argument("--mem-gb", type=int, default=16, help="slurm: memory per job in GiB")
 
     s = command("train-gan", "train the AC-GAN of a preset")
     _common(s, "runs/gan")
@@ -209,7 +219,22 @@ def cmd_study(args: argparse.Namespace) -> int:
         startup = time.perf_counter() - _STARTED  # importing torch and advaug, as a study would
         print(plan_study(cfg, args.out, startup_s=startup).describe())
         return 0
-    report = run_study(cfg, args.out)
+    launch = None
+    if args.launcher:
+        from advaug.launch import LaunchConfig
+
+        launch = LaunchConfig(
+            args.launcher,
+            max_parallel=args.max_parallel,
+            retries=args.retries,
+            folder=args.jobs_dir,
+            partition=args.partition,
+            gpus_per_job=args.gpus_per_job,
+            cpus_per_job=args.cpus_per_job,
+            time_min=args.time_min,
+            mem_gb=args.mem_gb,
+        )
+    report = run_study(cfg, args.out, launch=launch)
     print(report.table_text)
     print(f"\nreport: {report.index_html}")
     return 0

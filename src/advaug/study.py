@@ -15,6 +15,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from advaug.data.datasets import dataset_info
 from advaug.data.splits import Splits, load_splits
 from advaug.errors import AdvaugError, ConfigError
 from advaug.imaging import save_grid
+from advaug.launch import LaunchConfig, StageJob, run_stage, run_waves
 from advaug.loading import load_classifier, load_gan
 from advaug.log import fmt_seconds, get_logger, log_to_file
 from advaug.runtime import make_runtime
@@ -538,12 +540,22 @@ def _fmt_t(c: Cost, scale: float = 1.0) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def run_study(cfg: StudyConfig, out: str | Path):
+def run_study(
+    cfg: StudyConfig,
+    out: str | Path,
+    *,
+    launch: LaunchConfig | None = None,
+    runner: Callable[[StageJob], Any] = run_stage,
+):
     """Run (or resume) every stage, then write the report; returns the report handle.
 
     The study folder is locked from start to end (a second study on it is refused with the
-    holder's pid, host and start time), and the log lines go to its ``log.txt`` too.
+    holder's pid, host and start time), and the log lines go to its ``log.txt`` too. With
+    ``launch`` the training stages first run as parallel jobs (:mod:`advaug.launch`; ``runner``
+    is what each job calls); the ordinary pass then finds them finished.
     """
+    if launch is not None:
+        launch.validate()
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -552,10 +564,10 @@ def run_study(cfg: StudyConfig, out: str | Path):
             f"cannot create study folder {out} ({e.strerror}); choose another --out"
         ) from e
     with FolderLock(out, "study"), log_to_file(out / "log.txt"):
-        return _run(cfg, out)
+        return _run(cfg, out, launch, runner)
 
 
-def _run(cfg: StudyConfig, out: Path):
+def _run(cfg: StudyConfig, out: Path, launch: LaunchConfig | None = None, runner=run_stage):
     from advaug.report import write_report
 
     plan = plan_study(cfg, out, estimate=False)
@@ -568,11 +580,10 @@ def _run(cfg: StudyConfig, out: Path):
     _write_info(out, info)
     _set_aside_if_gan_changes(plan)
     training = [s for s in plan.stages if s.kind in ("gan", "reference", "classifier")]
+    if launch is not None:
+        _launch(cfg, out, training, launch, runner)
     for i, stage in enumerate(training, 1):
-        if stage.kind == "classifier" and stage.job.gan:  # the GAN is finished by now
-            stage.job = dataclasses.replace(stage.job, gan_sha256=_gan_sha256(out / "gan"))
-        _set_aside_if_stale(stage.folder, stage.job)
-        status = _status(stage.folder, stage.job)
+        status = _prepare_stage(stage, out)
         log.info(
             "stage %d/%d %s: %s",
             i,
@@ -602,6 +613,38 @@ def _run(cfg: StudyConfig, out: Path):
     report = write_report(out)
     log.info("study %s finished: report %s", cfg.name, report.index_html)
     return report
+
+
+def _prepare_stage(stage: Stage, out: Path) -> str:
+    """Give a GAN-based classifier its finished GAN's sha256, set a changed run aside, and say
+    where the stage stands (todo | partial | done)."""
+    if stage.kind == "classifier" and stage.job.gan:  # the GAN is finished by now
+        stage.job = dataclasses.replace(stage.job, gan_sha256=_gan_sha256(out / "gan"))
+    _set_aside_if_stale(stage.folder, stage.job)
+    return _status(stage.folder, stage.job)
+
+
+def _launch(
+    cfg: StudyConfig, out: Path, training: list[Stage], launch: LaunchConfig, runner: Callable
+) -> None:
+    """The training stages as jobs: first those that need no GAN, then the GAN-based ones."""
+    by_name = {s.name: s for s in training}
+
+    def job(s: Stage) -> StageJob:
+        return StageJob(s.name, s.kind, s.job, s.folder, cfg.evaluate.collapse_threshold, cfg.seed)
+
+    def unfinished(_: int, stages: list[StageJob]) -> list[StageJob]:
+        todo = []
+        for sj in stages:
+            stage = by_name[sj.name]
+            if _prepare_stage(stage, out) != "done":
+                todo.append(job(stage))
+        return todo
+
+    needs_gan = [s for s in training if s.kind == "classifier" and s.job.gan]
+    waves = [[job(s) for s in training if s not in needs_gan], [job(s) for s in needs_gan]]
+    folder = Path(launch.folder) if launch.folder else out / "jobs"
+    run_waves(waves, launch, folder, before_wave=unfinished, runner=runner)
 
 
 def _set_aside_if_gan_changes(plan: Plan) -> None:

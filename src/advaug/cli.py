@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/attack", help="output folder")
     s.add_argument("--device", default="auto")
 
+    s = sub.add_parser("export", help="write a classifier for other tools (weights + config.json)")
+    s.add_argument("run", help="classifier run folder or .pt file")
+    s.add_argument("--format", default="safetensors", choices=["safetensors"])
+    s.add_argument("--out", help="output folder (default: RUN/export)")
+
     s = sub.add_parser("report", help="(re)write the report of a study folder")
     s.add_argument("run_dir", help="study folder")
 
@@ -168,6 +173,17 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from advaug.loading import export_classifier
+
+    run = Path(args.run)
+    out = Path(args.out) if args.out else (run.parent if run.is_file() else run) / "export"
+    folder = export_classifier(run, out, args.format)
+    print(f"exported {run} to {folder}/ (model.safetensors, config.json)")
+    print(f"load it with: advaug.load_classifier({str(folder)!r})  # nn.Module, [0, 1] inputs")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from advaug.report import write_report
 
@@ -197,6 +213,7 @@ COMMANDS = {
     "train-classifier": cmd_train_classifier,
     "evaluate": cmd_evaluate,
     "attack": cmd_attack,
+    "export": cmd_export,
     "report": cmd_report,
     "presets": cmd_presets,
     "models": cmd_models,

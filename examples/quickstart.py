@@ -1,6 +1,6 @@
 """Train, attack, evaluate and export a classifier with advaug (seconds on a CPU).
 
-    python examples/quickstart.py [OUT_FOLDER]
+python examples/quickstart.py [OUT_FOLDER]
 """
 
 import sys

@@ -49,7 +49,22 @@ _API = (
 )
 _SUBPACKAGES = ("attacks", "config", "data", "evaluate", "models")
 
-__all__ = ["__version__", *_API, *_SUBPACKAGES]
+__all__ = [
+    "__version__",
+    "attacks",
+    "config",
+    "data",
+    "evaluate",
+    "evaluate_classifier",
+    "export",
+    "load_classifier",
+    "load_gan",
+    "make_config",
+    "models",
+    "run_study",
+    "train_classifier",
+    "train_gan",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -10,7 +10,8 @@ both on the same model and images (``benchmarks/results/autoattack-cpu.json``).
 The adapter adds what the reference code lacks as a library: the model's modes and parameter
 flags restored exactly (:class:`~advaug.attacks.base.Attack`), the global RNG unchanged (every
 sub-attack reseeds it), and input checks. The class count is read from the logits by the
-reference code itself (APGD-T and FAB-T take the 9 most likely other classes).
+reference code itself (APGD-T and FAB-T take the 9 most likely other classes; the adapter lowers
+that to K - 1 for models with fewer than 10 classes, where the reference code would fail).
 
 Examples::
 
@@ -147,6 +148,10 @@ class ReferenceAutoAttack(Attack):
             seed=self.seed,
             device=images.device,
         )
+        with torch.no_grad():
+            k = int(self.model(images[:1]).shape[1])
+        for sub in (impl.apgd_targeted, impl.fab):  # the targeted attacks take the 9 most
+            sub.n_target_classes = min(sub.n_target_classes, k - 1)  # likely others, or fewer
         devices: list[int] = []
         if images.device.type == "cuda":
             index = images.device.index

@@ -96,6 +96,19 @@ def test_every_pinned_package_supports_every_claimed_python() -> None:
     assert bad == []
 
 
+def test_one_version_everywhere() -> None:
+    import yaml
+
+    from advaug._version import __version__
+
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and {"message", "title", "authors"} <= set(cff)
+    assert PYPROJECT["version"] == __version__ == cff["version"]
+    assert f"## [{__version__}]" in (ROOT / "CHANGELOG.md").read_text()
+    titles = [r["title"] for r in cff["references"]]
+    assert any("Unrestricted Adversarial Examples" in t for t in titles)  # the work reproduced
+
+
 # ---------------------------------------------------------------------------------------------
 # The wheel
 

@@ -76,6 +76,17 @@ def test_a_foreign_config_json_is_refused(tmp_path: Path) -> None:
         load_classifier(tmp_path)
 
 
+def test_a_run_folder_with_its_own_config_json_still_loads_its_checkpoint(
+    run: Path, exported: Path
+) -> None:
+    (run / "config.json").write_text("{}")  # e.g. a user's notes: not an export
+    try:
+        x = _images(2)
+        assert torch.equal(load_classifier(run)(x), load_classifier(exported)(x))
+    finally:
+        (run / "config.json").unlink()
+
+
 def test_unknown_format_is_a_one_line_usage_error(run: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(ConfigError, match="unknown export format 'onnx'"):
         export_classifier(run, tmp_path / "x", format="onnx")

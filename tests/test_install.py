@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 import tomllib
 from pathlib import Path
 
@@ -107,6 +108,48 @@ def test_one_version_everywhere() -> None:
     assert f"## [{__version__}]" in (ROOT / "CHANGELOG.md").read_text()
     titles = [r["title"] for r in cff["references"]]
     assert any("Unrestricted Adversarial Examples" in t for t in titles)  # the work reproduced
+
+
+# ---------------------------------------------------------------------------------------------
+# The Makefile's install step
+
+
+def _make(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """``make`` in a copy of the build files, with ``PY=false`` so that an install that starts
+    fails at once (exit != 0) and one that is not needed does nothing (exit 0)."""
+    cmd = ["make", "--no-print-directory", "-C", str(folder), "PY=false", "VENV=v", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_reinstalls_when_torch_or_the_pins_change(tmp_path: Path) -> None:
+    for name in ("Makefile", "pyproject.toml", "constraints.txt"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    assert _make(tmp_path, "venv").returncode != 0  # a fresh clone installs
+    spec, stamp = tmp_path / "v" / ".torch-spec", tmp_path / "v" / ".installed"
+    stamp.touch()
+
+    def age(path: Path, seconds_ago: float) -> None:
+        t = time.time() - seconds_ago
+        os.utime(path, (t, t))
+
+    for path in (tmp_path / "pyproject.toml", tmp_path / "constraints.txt", spec):
+        age(path, 100)
+    age(stamp, 50)
+    assert _make(tmp_path, "venv").returncode == 0  # installed: nothing to do
+    assert _make(tmp_path, "venv", "TORCH=torch==2.14.1").returncode != 0  # another torch
+    age(spec, 40)
+    age(stamp, 30)  # installed again, with the new torch
+    assert _make(tmp_path, "venv", "TORCH=torch==2.14.1").returncode == 0
+    age(tmp_path / "constraints.txt", 20)  # new pins
+    assert _make(tmp_path, "venv", "TORCH=torch==2.14.1").returncode != 0
+
+
+def test_make_clean_keeps_results_and_pip_errors_show() -> None:
+    text = (ROOT / "Makefile").read_text()
+    clean = text.split("\nclean:")[1].split("\n\n")[0]
+    assert "rm -rf" in clean and "runs" not in clean.replace("runs/", "")
+    assert "|| true" not in text and "2>&1" not in text
 
 
 # ---------------------------------------------------------------------------------------------

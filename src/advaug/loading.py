@@ -87,7 +87,8 @@ def _exported_folder(path: str | Path) -> Path | None:
     """The folder when ``path`` is an exported classifier (the folder or one of its files)."""
     p = Path(path)
     folder = p.parent if p.name in (WEIGHTS_FILE, CONFIG_FILE) else p
-    return folder if (folder / CONFIG_FILE).is_file() else None
+    is_run = (folder / "checkpoints").is_dir() or (folder / "final.pt").is_file()
+    return folder if (folder / CONFIG_FILE).is_file() and not is_run else None
 
 
 def _load_exported(folder: Path, device: torch.device | str) -> nn.Module:

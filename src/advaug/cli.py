@@ -133,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of the order and the controls")
     s.add_argument("--device", default="auto", help="device to build the set on")
 
+    s = command("export", "write a classifier for other tools (weights + config.json)")
+    s.add_argument("run", help="classifier run folder or .pt file")
+    s.add_argument("--format", default="safetensors", choices=["safetensors"])
+    s.add_argument("--out", help="output folder (default: RUN/export)")
+
     s = command("report", "(re)write the report of a study folder")
     s.add_argument("run_dir", help="study folder")
 
@@ -309,6 +314,16 @@ def cmd_label(args: argparse.Namespace) -> int:
         print(f"stopped; the answers are in {store.path}")
     finally:
         server.httpd.server_close()
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from advaug.loading import export_classifier
+
+    run = Path(args.run)
+    out = Path(args.out) if args.out else (run.parent if run.is_file() else run) / "export"
+    folder = export_classifier(run, out, args.format)
+    print(f"exported {run} to {folder}/ (model.safetensors, config.json)")
+    print(f"load it with: advaug.load_classifier({str(folder)!r})  # nn.Module, [0, 1] inputs")
     return 0
 
 
@@ -352,6 +367,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "attack": cmd_attack,
     "label": cmd_label,
+    "export": cmd_export,
     "report": cmd_report,
     "presets": cmd_presets,
     "models": cmd_models,

@@ -78,6 +78,13 @@ class RuntimeConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA
     channels_last: Literal["auto", "on", "off"] = "auto"  # auto = on for CUDA
     compile: bool = False  # torch.compile the training step (falls back to eager on failure)
+    # deterministic algorithms (torch.use_deterministic_algorithms), cudnn.deterministic, no
+    # cudnn.benchmark, CUBLAS_WORKSPACE_CONFIG: bit-reproducible CUDA runs, at a cost (README)
+    deterministic: bool = False
+    # where metrics, sample grids and hparams go besides metrics.jsonl (always written):
+    # tensorboard (pip install 'advaug[tensorboard]'), wandb (pip install 'advaug[wandb]';
+    # WANDB_MODE=offline and WANDB_PROJECT are read from the environment)
+    loggers: list[Literal["tensorboard", "wandb"]] = field(default_factory=lambda: ["tensorboard"])
     sync_bn: bool = False  # SyncBatchNorm for the classifier under torchrun (CUDA)
     threads: int = 0  # torch CPU threads (0 = leave torch's default)
     # when to checkpoint, what to keep and what to show change no result: not part of a run's
@@ -483,7 +490,10 @@ class EvalConfig:
     pgd_steps: int = 10
     pgd_restarts: int = 1
     robust_samples: int = 1000  # test images used for FGSM/PGD (class-balanced; 0 = all)
-    autoattack: bool = False  # needs torchattacks
+    autoattack: bool = False  # needs `pip install advaug[autoattack]` (or torchattacks)
+    # reference = Croce & Hein's code (pyautoattack; what RobustBench runs), torchattacks = its
+    # re-implementation, auto = reference where installed, else torchattacks
+    autoattack_backend: Literal["auto", "reference", "torchattacks"] = "auto"
     gan_samples_per_class: int = 20  # accuracy on clean AC-GAN samples
     uae_samples: int = 200  # unrestricted-attack success at a fixed budget
     uae_steps: int = 20
@@ -718,10 +728,16 @@ def preset_summary(name: str) -> str:
     return text[: end + 1] if end >= 0 else text
 
 
-def build_config(preset: str | None = "demo", overrides: list[str] | None = None) -> StudyConfig:
-    """Preset, then overrides, then validation."""
+def build_config(
+    preset: str | None = "demo",
+    overrides: list[str] | None = None,
+    sections: dict[str, Any] | None = None,
+) -> StudyConfig:
+    """Preset, then ``key=value`` overrides, then ``sections`` (a nested dict merged the same
+    way, as ``advaug.make_config`` passes its keyword arguments), then validation."""
     data = load_preset(preset) if preset is not None else {}
     _deep_update(data, parse_overrides(overrides or []))
+    _deep_update(data, sections or {})
     return from_dict(StudyConfig, data)
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits as sk_load_digits
 
-from advaug.data.digits import digits_images, load_digits
+from advaug.data.digits import digits_images, digits_raw, load_digits
+
+#: sha256 of the packaged images' and labels' bytes (uint8), as taken from scikit-learn 1.9.1.
+DIGITS_SHA256 = "87ff0c9e40dc7e2c0e34e7257799c2e3f3aec1a016363bb11cad869ec428a826"
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +23,24 @@ def digits():
 
 @pytest.fixture(scope="module")
 def raw():
-    return sk_load_digits()
+    images, labels = digits_raw()
+    return SimpleNamespace(images=images.astype(np.float64), target=labels.astype(np.int64))
+
+
+def test_packaged_file_is_the_recorded_one():
+    images, labels = digits_raw()
+    assert images.shape == (1797, 8, 8) and labels.shape == (1797,)
+    assert images.dtype == np.uint8 and int(images.max()) == 16 and int(labels.max()) == 9
+    assert hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest() == DIGITS_SHA256
+
+
+def test_packaged_images_equal_scikit_learns():
+    """The real-data check: where scikit-learn is installed, its copy is the packaged one."""
+    datasets = pytest.importorskip("sklearn.datasets")
+    bunch = datasets.load_digits()
+    images, labels = digits_raw()
+    np.testing.assert_array_equal(bunch.images, images)
+    np.testing.assert_array_equal(bunch.target, labels)
 
 
 def test_shapes_types_and_classes(digits):

@@ -5,6 +5,11 @@ eval mode with frozen parameters and restores their exact state afterwards.
 """
 
 from advaug.attacks.autoattack import AutoAttack, MissingDependencyError, torchattacks_available
+from advaug.attacks.autoattack_reference import (
+    ReferenceAutoAttack,
+    make_autoattack,
+    reference_available,
+)
 from advaug.attacks.base import Attack, AttackInputError, frozen
 from advaug.attacks.fgsm import FFGSM, FGSM, StepLL
 from advaug.attacks.pgd import PGD
@@ -24,6 +29,7 @@ __all__ = [
     "FGSM",
     "PGD",
     "PRESETS",
+    "ReferenceAutoAttack",
     "SEED",
     "SONG",
     "Attack",
@@ -35,5 +41,7 @@ __all__ = [
     "UnrestrictedConfig",
     "UnrestrictedResult",
     "frozen",
+    "make_autoattack",
+    "reference_available",
     "torchattacks_available",
 ]

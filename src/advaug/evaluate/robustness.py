@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from advaug.attacks import FGSM, PGD, AutoAttack
+from advaug.attacks import FGSM, PGD, make_autoattack
+from advaug.attacks.autoattack_reference import resolve_backend
 from advaug.evaluate.accuracy import to_float
 from advaug.log import progress
 
@@ -56,6 +57,7 @@ def robustness(
     device: torch.device,
     split: str,
     seed: int = 0,
+    autoattack_backend: str = "auto",
 ) -> dict[str, dict[str, Any]]:
     """FGSM at each ε, PGD-k, and (optionally) AutoAttack; each with its protocol line."""
     n = x.shape[0]
@@ -93,10 +95,15 @@ def robustness(
         f"random start, {pgd_restarts} restart(s), {n} {split} images, seed {seed}",
     }
     if autoattack:
+        backend = resolve_backend(autoattack_backend)
         acc = attacked_accuracy(
             model,
-            lambda m: AutoAttack(
-                m, eps=pgd_eps, seed=seed, num_classes=getattr(m, "num_classes", None)
+            lambda m: make_autoattack(
+                m,
+                eps=pgd_eps,
+                backend=backend,
+                seed=seed,
+                num_classes=getattr(m, "num_classes", None),
             ),
             x,
             y,
@@ -104,9 +111,10 @@ def robustness(
             device,
             desc="AutoAttack",
         )
+        impl = "reference code, pyautoattack" if backend == "reference" else "torchattacks"
         out[f"autoattack@{eps_label(pgd_eps)}"] = {
             "value": acc,
-            "protocol": f"AutoAttack standard (torchattacks) L∞ ε={eps_label(pgd_eps)}, "
-            f"{n} {split} images",
+            "protocol": f"AutoAttack standard ({impl}) L∞ ε={eps_label(pgd_eps)}, "
+            f"{n} {split} images, seed {seed}",
         }
     return out

@@ -83,6 +83,7 @@ def evaluate_model(
             pgd_steps=cfg.pgd_steps,
             pgd_restarts=cfg.pgd_restarts,
             autoattack=cfg.autoattack,
+            autoattack_backend=cfg.autoattack_backend,
             batch_size=cfg.batch_size,
             device=device,
             split=f"{dataset} test (class-balanced)",
@@ -122,12 +123,77 @@ def evaluate_model(
     return {"metrics": out, "per_class_top1": clean["per_class"]}
 
 
+#: RobustBench's CIFAR L∞ budget and test-set size.
+ROBUSTBENCH_EPS, ROBUSTBENCH_TEST_IMAGES = 8 / 255, 10_000
+
+
+def robustbench_comparability(cfg: StudyConfig, test_images: int) -> dict[str, Any]:
+    """Whether this evaluation's AutoAttack number can stand beside RobustBench's leaderboard.
+
+    RobustBench (Croce et al., 2021) reports, for CIFAR-10 and CIFAR-100 L∞, the robust accuracy
+    under the *standard* AutoAttack of Croce & Hein's code at ε = 8/255 on all 10,000 test
+    images, beside the clean accuracy on the same images. Each condition this config misses is
+    named in ``reasons``; ``comparable`` is true only when there are none. The ``robustbench``
+    preset sets every condition (``advaug evaluate RUN --preset robustbench data.root=...``).
+    What no config can show is listed in ``assumes``: RobustBench also expects a deterministic
+    model (advaug's are, in eval mode) that never saw the test images in training (advaug trains
+    on the train split only).
+    """
+    e, d = cfg.evaluate, cfg.data
+    reasons = []
+    if d.name not in ("cifar10", "cifar100"):
+        reasons.append(f"RobustBench has no leaderboard for {d.name} (only cifar10, cifar100)")
+    if test_images != ROBUSTBENCH_TEST_IMAGES or d.test_limit:
+        reasons.append(
+            f"evaluated on {test_images} test images, not all {ROBUSTBENCH_TEST_IMAGES} "
+            "(set data.test_limit=0)"
+        )
+    if e.robust_samples and e.robust_samples < test_images:
+        reasons.append(
+            f"attacks ran on {e.robust_samples} images, not the whole test set "
+            "(set evaluate.robust_samples=0)"
+        )
+    if not e.autoattack:
+        reasons.append("AutoAttack did not run (set evaluate.autoattack=true)")
+    elif _backend_or_none(e.autoattack_backend) != "reference":
+        reasons.append(
+            "AutoAttack did not run through the reference code RobustBench uses "
+            "(pip install 'advaug[autoattack]'; evaluate.autoattack_backend=reference)"
+        )
+    if abs(e.pgd_eps - ROBUSTBENCH_EPS) > 1e-9:
+        reasons.append(f"ε={e.pgd_eps:.6g}, not 8/255 (set evaluate.pgd_eps to 8/255)")
+    return {
+        "comparable": not reasons,
+        "reasons": reasons,
+        "assumes": "a deterministic model that never saw the test images in training",
+        "protocol": "RobustBench L∞: AutoAttack standard (reference code), ε = 8/255, all "
+        "10,000 CIFAR-10/100 test images, reported beside clean accuracy on the same images",
+    }
+
+
+def _backend_or_none(backend: str) -> str | None:
+    from advaug.attacks import MissingDependencyError
+    from advaug.attacks.autoattack_reference import resolve_backend
+
+    try:
+        return resolve_backend(backend)
+    except MissingDependencyError:
+        return None
+
+
 def format_evaluation(res: dict[str, Any]) -> str:
     lines = []
     for key, m in res["metrics"].items():
         v = m["value"]
         shown = "n/a" if v is None else (f"{v:.4f}" if "steps" not in key else f"{v:.1f}")
         lines.append(f"{key:>22}  {shown:>8}   {m['protocol']}")
+    rb = res.get("robustbench")
+    if rb is not None:
+        if rb["comparable"]:
+            lines.append(f"RobustBench: comparable to the leaderboard ({rb['protocol']})")
+        else:
+            why = "; ".join(rb["reasons"])
+            lines.append(f"RobustBench: not comparable to the leaderboard: {why}")
     return "\n".join(lines)
 
 
@@ -168,6 +234,7 @@ def evaluate_checkpoint(
         seed=cfg.seed,
     )
     res["checkpoint"] = str(checkpoint)
+    res["robustbench"] = robustbench_comparability(cfg, len(splits.test))
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "evaluation.json", json.dumps(res, indent=2))

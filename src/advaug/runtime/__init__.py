@@ -143,9 +143,11 @@ def make_runtime(cfg: RuntimeConfig) -> Runtime:
     device = resolve_device(cfg.device, local)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = not cfg.deterministic
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if cfg.deterministic:
+        set_deterministic()
     cuda = device.type == "cuda"
     if cfg.precision == "auto":
         amp = torch.bfloat16 if cuda else None
@@ -153,6 +155,18 @@ def make_runtime(cfg: RuntimeConfig) -> Runtime:
         amp = torch.bfloat16 if cfg.precision == "bf16" else None
     cl = cuda if cfg.channels_last == "auto" else cfg.channels_last == "on"
     return Runtime(device, amp, cl, cfg.compile, rank, world, local)
+
+
+def set_deterministic() -> None:
+    """``runtime.deterministic=true``: every op picks a deterministic algorithm (an op without
+    one raises instead of running), cudnn uses deterministic kernels and no autotuning, and
+    cuBLAS a fixed workspace (``CUBLAS_WORKSPACE_CONFIG``, read when CUDA starts: set it in the
+    environment before the first CUDA call if another library starts CUDA earlier). This is
+    process-wide, as torch's own switches are. CPU kernels are deterministic already."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from advaug.config import COLLAPSE_THRESHOLD, DataConfig, GANConfig, RuntimeConfig
 from advaug.data.loader import DeviceLoader
 from advaug.data.splits import Splits
 from advaug.errors import NumericalError
 from advaug.evaluate.gan_quality import diversity
-from advaug.imaging import save_grid
+from advaug.imaging import make_grid, save_grid
 from advaug.log import fmt_seconds, get_logger, progress
 from advaug.models import build_gan
 from advaug.models.gan import Critic, Generator, recompute_standing_stats, sample
@@ -351,7 +351,8 @@ def _finish(job: GANJob, run: Run, rt: Runtime, st: GANState, seconds: float) ->
     if rt.is_main:
         run.checkpoints.folder.mkdir(parents=True, exist_ok=True)  # none yet if iters < ckpt_every
         z, y = _fixed_noise(final_g, splits.num_classes, job.seed, rt.device)
-        _grid(final_g, z, y, run.folder, st.it, cfg, name="final.png", standing=False)
+        grid = _grid(final_g, z, y, run.folder, st.it, cfg, name="final.png", standing=False)
+        run.log_image("samples/final", grid, st.it)
         _interpolation_grid(
             final_g, splits.num_classes, run.folder / "samples" / "interpolation.png", job.seed
         )
@@ -387,7 +388,8 @@ class _Monitor:
                     it, div["collapsed_classes"], k, self.collapse,
                 )  # fmt: skip
         if it % cfg.sample_every == 0:
-            _grid(st.sampler, *self.fixed, self.run.folder, it, cfg)
+            grid = _grid(st.sampler, *self.fixed, self.run.folder, it, cfg)
+            self.run.log_image("samples/fixed_noise", grid, it)
 
 
 def _fixed_noise(g: Generator, num_classes: int, seed: int, device) -> tuple[torch.Tensor, ...]:
@@ -450,8 +452,9 @@ def _collapse_check(g, d, x, y, rt: Runtime, k: int, threshold: float) -> dict[s
     }
 
 
-def _grid(g, z, y, folder: Path, it: int, cfg: GANConfig, name=None, standing=True) -> None:
-    """Fixed-noise grid: one row per class (up to 20), 10 samples each."""
+def _grid(g, z, y, folder: Path, it: int, cfg: GANConfig, name=None, standing=True) -> Tensor:
+    """Fixed-noise grid: one row per class (up to 20), 10 samples each; saved as a PNG and
+    returned as one ``[C, H, W]`` image for the run's trackers."""
     was = g.training
     if standing and cfg.bn_stats == "running":
         # EMA weights have no matching running stats: estimate them (cheaply) for the grid.
@@ -460,6 +463,7 @@ def _grid(g, z, y, folder: Path, it: int, cfg: GANConfig, name=None, standing=Tr
     imgs = sample(g, y, z=z)
     g.train(was)
     save_grid(imgs, folder / "samples" / (name or f"grid-{it:07d}.png"), nrow=GRID_COLUMNS)
+    return make_grid(imgs, nrow=GRID_COLUMNS)
 
 
 def _interpolation_grid(g: Generator, k: int, path: Path, seed: int) -> None:

@@ -27,11 +27,19 @@ import math
 from pathlib import Path
 from typing import Any
 
-from advaug.config import config_diff, config_hash, dump_yaml, identity, read_stored
+from advaug.config import (
+    config_diff,
+    config_hash,
+    dump_yaml,
+    identity,
+    read_stored,
+    to_dict,
+)
 from advaug.errors import ConfigError
 from advaug.log import get_logger, log_to_file
 from advaug.runtime.checkpoint import CheckpointManager, atomic_write_text, remove_stale_temps
 from advaug.runtime.lock import FolderLock
+from advaug.train.trackers import Tracker, open_trackers
 
 log = get_logger(__name__)
 
@@ -84,7 +92,7 @@ class Run:
         self.kind = kind
         self.write = write
         self.hash = config_hash(config)
-        self._tb = None
+        self._trackers: list[Tracker] | None = None
         self._tb_enabled = tensorboard
         self._n_records: int | None = None  # records in metrics.jsonl (None: count them)
         self._resume_records: int | None = None  # records the resumed checkpoint had seen
@@ -186,19 +194,21 @@ class Run:
 
     # -- logging ----------------------------------------------------------------------------
     @property
-    def tb(self):
+    def trackers(self) -> list[Tracker]:
+        """TensorBoard, W&B, ... as ``runtime.loggers`` names them (see :mod:`.trackers`)."""
         if not (self.write and self._tb_enabled):
-            return None
-        if self._tb is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # pragma: no cover - tensorboard is a dependency
-                self._tb_enabled = False
-                return None
-            self._tb = SummaryWriter(
-                str(self.folder / "tb"), purge_step=getattr(self, "_tb_purge", None)
-            )
-        return self._tb
+            return []
+        if self._trackers is None:
+            runtime = getattr(self.config, "runtime", None)
+            names = getattr(runtime, "loggers", ["tensorboard"])
+            purge = getattr(self, "_tb_purge", None)
+            self._trackers = open_trackers(names, self.folder, to_dict(self.config), purge)
+        return self._trackers
+
+    def log_image(self, tag: str, image: Any, step: int) -> None:
+        """A sample grid (``[C, H, W]`` in [0, 1]) to the trackers; PNGs are written apart."""
+        for t in self.trackers:
+            t.image(tag, image, step)
 
     def log(self, step: int, split: str, metrics: dict[str, Any]) -> None:
         """Append one record to metrics.jsonl and to TensorBoard (``split/name``)."""
@@ -209,11 +219,10 @@ class Run:
             f.write(json.dumps(rec) + "\n")
         if self._n_records is not None:
             self._n_records += 1
-        tb = self.tb
-        if tb is not None:
-            for k, v in rec.items():
-                if k not in ("step", "split") and isinstance(v, int | float):
-                    tb.add_scalar(f"{split}/{k}", v, step)
+        numbers = {k: v for k, v in rec.items() if k not in ("step", "split")}
+        numbers = {k: v for k, v in numbers.items() if isinstance(v, int | float)}
+        for t in self.trackers:
+            t.scalars(step, split, numbers)
 
     def metrics(self) -> list[dict[str, Any]]:
         path = self.folder / "metrics.jsonl"
@@ -233,13 +242,16 @@ class Run:
             return
         payload = {"kind": self.kind, "config_hash": self.hash, **result}
         atomic_write_text(self.folder / "result.json", json.dumps(payload, indent=2, default=str))
+        final = {k: v for k, v in result.items() if isinstance(v, int | float)}
+        for t in self.trackers:
+            t.hparams(to_dict(self.config), final)
         self.close()
 
     def close(self) -> None:
-        """Close TensorBoard, then release the folder's lock and log file."""
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        """Close the trackers, then release the folder's lock and log file."""
+        for t in self._trackers or []:
+            t.close()
+        self._trackers = None
         self._held.close()
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import advaug
-from advaug import api
+from advaug import api, loading
 from advaug.config import StudyConfig
 from advaug.errors import ConfigError
 
@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = {"classifier": {"epochs": 1}}
 
 
-def test_docstring_examples_run() -> None:
-    result = doctest.testmod(api)
+@pytest.mark.parametrize("module", [api, loading], ids=lambda m: m.__name__)
+def test_docstring_examples_run(module) -> None:
+    result = doctest.testmod(module)
     assert result.attempted >= 10
     assert result.failed == 0
 

@@ -92,6 +92,15 @@ def run_study(cfg: StudyConfig | str, out: str | Path) -> Report:
 
     Returns the :class:`~advaug.report.Report`: ``index_html``, ``results_md`` and
     ``table_text``. Finished stages with the same config are reused; see :mod:`advaug.study`.
+
+    Examples::
+
+        >>> import tempfile
+        >>> cfg = make_config("smoke", techniques=["none", "fgsm"], gan={"iters": 2},
+        ...                   classifier={"epochs": 1}, evaluate={"uae_samples": 0})
+        >>> report = run_study(cfg, tempfile.mkdtemp())
+        >>> report.index_html.name, "fgsm" in report.table_text
+        ('index.html', True)
     """
     from advaug.study import run_study as _run_study
 
@@ -112,6 +121,17 @@ def train_classifier(
     unrestricted); ``seed`` defaults to the config's first seed; ``gan`` is the GAN run the
     gan and unrestricted techniques sample from. The run folder holds ``config.yaml``,
     ``metrics.jsonl``, checkpoints, ``final.pt`` and ``result.json``.
+
+    Examples::
+
+        >>> import tempfile
+        >>> out = tempfile.mkdtemp()
+        >>> result = train_classifier("smoke", f"{out}/none", technique="none", seed=3)
+        >>> result["technique"], result["seed"], 0 <= result["test_top1"] <= 1
+        ('none', 3, True)
+        >>> again = train_classifier("smoke", f"{out}/none", technique="none", seed=3)  # finished
+        >>> again["test_top1"] == result["test_top1"]
+        True
     """
     from advaug.train.classifier import ClassifierJob
     from advaug.train.classifier import train_classifier as _train
@@ -135,6 +155,16 @@ def train_gan(cfg: StudyConfig | str, out: str | Path) -> dict[str, Any]:
     """Train (or resume) the AC-GAN of ``cfg`` in run folder ``out``; returns its result.
 
     Load the trained pair with :func:`load_gan`.
+
+    Examples::
+
+        >>> import tempfile, torch
+        >>> out = tempfile.mkdtemp()
+        >>> result = train_gan(make_config("smoke", gan={"iters": 2}), f"{out}/gan")
+        >>> pair = load_gan(f"{out}/gan")
+        >>> y = torch.tensor([0, 1, 2])
+        >>> pair.generator(torch.randn(3, pair.generator.z_dim), y).shape
+        torch.Size([3, 3, 32, 32])
     """
     from advaug.train.gan import GANJob
     from advaug.train.gan import train_gan as _train
@@ -158,6 +188,16 @@ def evaluate_classifier(
     the result adds GAN-sample accuracy and unrestricted-attack success; with ``reference`` (an
     independent classifier) the legitimacy of those examples. Returns ``{"metrics": {name:
     {"value", "protocol"}}, "per_class_top1": [...], "robustbench": {...}}``.
+
+    Examples::
+
+        >>> from advaug.models import build_model
+        >>> untrained = build_model("tiny-cnn", 10, width=4)
+        >>> res = evaluate_classifier(untrained, "smoke")
+        >>> res["metrics"]["pgd3@8/255"]["protocol"].startswith("PGD-3")
+        True
+        >>> res["robustbench"]["comparable"], res["robustbench"]["reasons"][0]
+        (False, 'RobustBench has no leaderboard for digits (only cifar10, cifar100)')
     """
     from advaug.data.splits import load_splits
     from advaug.evaluate.suite import evaluate_model, robustbench_comparability
@@ -189,5 +229,17 @@ def evaluate_classifier(
 def export(run: str | Path, out: str | Path, format: str = "safetensors") -> Path:
     """Write the classifier of ``run`` to folder ``out`` as ``model.safetensors`` +
     ``config.json``; :func:`load_classifier` reads the folder back (see
-    :func:`advaug.loading.export_classifier`)."""
+    :func:`advaug.loading.export_classifier`).
+
+    Examples::
+
+        >>> import json, tempfile
+        >>> out = tempfile.mkdtemp()
+        >>> _ = train_classifier(make_config("smoke", classifier={"epochs": 1}), f"{out}/run")
+        >>> folder = export(f"{out}/run", f"{out}/exported")
+        >>> json.loads((folder / "config.json").read_text())["input"]["range"]
+        [0.0, 1.0]
+        >>> load_classifier(folder).num_classes
+        10
+    """
     return export_classifier(run, out, format)

@@ -23,7 +23,7 @@ fi
 "$PY" - <<'EOF' || { echo "gpu.sh: $PY cannot import torch" >&2; exit 2; }
 import importlib.util, torch
 have = {m: importlib.util.find_spec(m) is not None
-        for m in ("numpy", "yaml", "sklearn", "tqdm", "tensorboard", "safetensors")}
+        for m in ("numpy", "yaml", "tqdm", "tensorboard", "safetensors")}
 print(f"torch {torch.__version__}, cuda {torch.version.cuda}, "
       f"gpu {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}; "
       f"packages {have}")

@@ -41,7 +41,7 @@ is timed apart from the warm ones.
 
 Writes ``gpu-<card>-<date>.json`` under ``$OUT`` when set (what a device machine sends back),
 else under ``benchmarks/results/`` (``--out-dir``), and prints a short table
-last. Needs only torch and this checkout (``PYTHONPATH=src``); pyyaml, numpy and scikit-learn are
+last. Needs only torch and this checkout (``PYTHONPATH=src``); pyyaml and numpy are
 needed by the checks that train (they are skipped with the reason when missing).
 """
 
@@ -958,7 +958,7 @@ def bench_pgd(device: torch.device, sizes: Sizes, peak: float | None) -> dict[st
 def environment(device: torch.device, tiny: bool) -> dict[str, Any]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     packages = {}
-    for pkg in ("numpy", "yaml", "sklearn", "tqdm", "tensorboard", "safetensors"):
+    for pkg in ("numpy", "yaml", "tqdm", "tensorboard", "safetensors"):
         packages[pkg] = importlib.util.find_spec(pkg) is not None
     env = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

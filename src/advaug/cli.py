@@ -314,6 +314,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         print(f"stopped; the answers are in {store.path}")
     finally:
         server.httpd.server_close()
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -75,8 +75,15 @@ class TensorBoardTracker:
         self.writer.add_image(tag, image.clamp(0, 1), step, dataformats="CHW")
 
     def hparams(self, config: dict[str, Any], metrics: dict[str, float]) -> None:
+        """One hparams record in the run's own event file (``SummaryWriter.add_hparams`` would
+        open a second writer, and a second event file, for it)."""
+        from torch.utils.tensorboard.summary import hparams
+
         final = {f"final/{k}": v for k, v in metrics.items()}
-        self.writer.add_hparams(flatten(config), final, run_name=".")
+        for summary in hparams(flatten(config), final):
+            self.writer.file_writer.add_summary(summary)
+        for k, v in final.items():
+            self.writer.add_scalar(k, v)
 
     def close(self) -> None:
         self.writer.close()

@@ -224,6 +224,7 @@ def test_dry_run_counts_what_the_study_really_does(monkeypatch, tmp_path):
     for name in ("forward_cost", "attack_step_cost", "classifier_step_cost", "checkpoint_cost"):
         monkeypatch.setattr(cost, name, lambda *a, **k: one)
     monkeypatch.setattr(cost, "run_open_cost", lambda: Cost())
+    monkeypatch.setattr(cost, "build_cost", lambda *a, **k: Cost())
     monkeypatch.setattr(cost, "figure_cost", lambda: one)
     cfg = build_config(
         "smoke",

@@ -252,8 +252,8 @@ def plan_study(
 
 #: The share of its step budget that an early-stopping latent attack spends, and its range: most
 #: codes stop long before the budget against a trained model (the demo: median 2 of 50 steps),
-#: few against a robust one.
-EARLY_STOP_SHARE = (0.3, 0.1, 1.0)
+#: few against a robust or an untrained one (smoke: nearly all run every step).
+EARLY_STOP_SHARE = (0.5, 0.1, 1.0)
 #: Report figures drawn (learning curves, comparison, cost, per class) and the page itself.
 REPORT_FIGURES = 4
 #: Latent codes timed at once for the latent attack's cost (at most the attack's batch).
@@ -364,6 +364,7 @@ class _Costs:
             e = self.cfg.evaluate
             fwd = cost.forward_cost(net, e.batch_size, self.shape, self.k, self.rt)
             m = {
+                "build": cost.build_cost(lambda: build_classifier(job, self.k), self.rt),
                 "forward": fwd
                 if c.eval_batch_size == e.batch_size
                 else cost.forward_cost(net, c.eval_batch_size, self.shape, self.k, self.rt),
@@ -372,7 +373,8 @@ class _Costs:
                 "checkpoint": cost.checkpoint_cost({"model": net.state_dict()}) * 2,  # + SGD
             }
             self.notes.append(
-                f"{c.model.name}: evaluation forward {_fmt_t(m['eval_forward'], 1e3)} ms and "
+                f"{c.model.name}: building it {_fmt_t(m['build'])}; evaluation forward "
+                f"{_fmt_t(m['eval_forward'], 1e3)} ms and "
                 f"attack step {_fmt_t(m['grad'], 1e3)} ms per image (batch {e.batch_size}); "
                 f"checkpoint {_fmt_t(m['checkpoint'])}"
             )
@@ -437,7 +439,9 @@ class _Costs:
         sample = m["g_image"] * (g.GRID_STANDING_BATCHES * max(2, c.batch_size) + grid)
         final = m["g_image"] * (c.standing_batches * max(2, c.batch_size) + 2 * grid)
         total = (
-            m["iteration"] * c.iters
+            _warmup(m["iteration"], m["g_image"], m["d_image"])
+            + m["build"]
+            + m["iteration"] * c.iters
             + monitor * math.ceil(c.iters / c.eval_every)
             + sample * (c.iters // c.sample_every)
             + m["checkpoint"] * (c.iters // c.ckpt_every + 1)
@@ -451,8 +455,11 @@ class _Costs:
         c = job.classifier
         m = self.model(job)
         steps = self.n_train // c.batch_size * c.epochs
+        step = self.step(job)
         total = (
-            self.step(job) * steps
+            _warmup(step, m["forward"])
+            + m["build"]
+            + step * steps
             + m["forward"] * (self.n_val * c.epochs + self.n_test)
             + m["checkpoint"] * (c.epochs + 1)
             + self.run_open()
@@ -473,7 +480,9 @@ class _Costs:
         m = self.model(job)
         n_rob = min(e.robust_samples, self.n_test) if e.robust_samples else self.n_test
         total = (
-            m["eval_forward"] * self.n_test
+            _warmup(m["eval_forward"], m["grad"])
+            + m["build"]
+            + m["eval_forward"] * self.n_test
             + (m["grad"] + m["eval_forward"]) * (n_rob * len(e.fgsm_eps))
             + (m["grad"] * e.pgd_steps + m["eval_forward"]) * (n_rob * e.pgd_restarts)
         )
@@ -505,14 +514,21 @@ class _Costs:
         n_fake = min(max(n_test, 2 * k), MAX_QUALITY_SAMPLES)
         per = max(1, self.cfg.evaluate.gan_samples_per_class) * k
         return (
-            mg["g_image"] * (n_fake + per)
+            mg["build"]
+            + ref["build"]
+            + mg["g_image"] * (n_fake + per)
             + ref["eval_forward"] * (n_fake + n_test + per)
             + mg["d_image"] * n_test
         )
 
     def report(self) -> Cost:
         figure = self._once("figure", cost.figure_cost)
-        return figure * REPORT_FIGURES
+        return _warmup(figure) + figure * REPORT_FIGURES
+
+
+def _warmup(*timed: Cost) -> Cost:
+    """What the first calls of a fresh run's operations take beyond the timed ones."""
+    return Cost.fixed(sum(getattr(t, "warmup", 0.0) for t in timed))
 
 
 def _share() -> float:

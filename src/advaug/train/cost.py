@@ -64,17 +64,31 @@ class Cost:
         return Cost(seconds, seconds, seconds)
 
 
+@dataclass(frozen=True)
+class Timed(Cost):
+    """A timed call's :class:`Cost`, and what its first call took beyond that (``warmup``):
+    a fresh model's first steps allocate memory and pick kernels, once per run."""
+
+    warmup: float = 0.0
+
+    def per(self, n: int) -> Timed:
+        """The cost of one of ``n`` items (the warm-up stays the call's)."""
+        return Timed(self.mid / n, self.low / n, self.high / n, self.warmup)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def timeit(fn: Callable[[], Any], device: torch.device) -> Cost:
-    """The median (and fastest, slowest) seconds of ``fn()`` after the warm-up."""
+def timeit(fn: Callable[[], Any], device: torch.device) -> Timed:
+    """The median (and fastest, slowest) seconds of ``fn()`` after the warm-up, and how much
+    longer the first call took."""
     t = time.perf_counter()
     fn()
     _sync(device)
-    if time.perf_counter() - t < CHEAP_S:
+    first = time.perf_counter() - t
+    if first < CHEAP_S:
         fn()
         _sync(device)
     times: list[float] = []
@@ -83,7 +97,8 @@ def timeit(fn: Callable[[], Any], device: torch.device) -> Cost:
         fn()
         _sync(device)
         times.append(time.perf_counter() - t)
-    return Cost(statistics.median(times), min(times), max(times))
+    mid = statistics.median(times)
+    return Timed(mid, min(times), max(times), max(0.0, first - mid))
 
 
 def import_seconds(*modules: str) -> float:
@@ -105,7 +120,7 @@ def _images(n: int, shape: tuple[int, ...], k: int, rt: Runtime) -> tuple[torch.
 
 def classifier_step_cost(
     model: nn.Module, cfg: ClassifierConfig, rt: Runtime, k: int, shape: tuple, gan: Any
-) -> Cost:
+) -> Timed:
     """One optimiser step of ``model`` at the real batch size with ``cfg``'s technique. The
     unrestricted pool is filled by the warm-up call and not refreshed by the timed ones (their
     latent attacks are timed by :func:`latent_costs`)."""
@@ -120,7 +135,13 @@ def classifier_step_cost(
     )
 
 
-def forward_cost(model: nn.Module, batch: int, shape: tuple, k: int, rt: Runtime) -> Cost:
+def build_cost(make: Callable[[], nn.Module], rt: Runtime) -> Timed:
+    """Building a model and moving it to the device: what every run and every evaluation pays
+    once (loading a checkpoint costs about the same)."""
+    return timeit(lambda: rt.prepare(make()), rt.device)
+
+
+def forward_cost(model: nn.Module, batch: int, shape: tuple, k: int, rt: Runtime) -> Timed:
     """Seconds per image of an evaluation forward pass (eval mode, no gradient)."""
     model = rt.prepare(model).eval()
     x, _ = _images(batch, shape, k, rt)
@@ -130,23 +151,28 @@ def forward_cost(model: nn.Module, batch: int, shape: tuple, k: int, rt: Runtime
         with rt.autocast():
             model(x)
 
-    return timeit(run, rt.device) * (1 / batch)
+    return timeit(run, rt.device).per(batch)
 
 
-def attack_step_cost(model: nn.Module, batch: int, shape: tuple, k: int, rt: Runtime) -> Cost:
+def attack_step_cost(model: nn.Module, batch: int, shape: tuple, k: int, rt: Runtime) -> Timed:
     """Seconds per image of one gradient step of an attack (an FGSM call: forward, backward)."""
     model = rt.prepare(model).eval()
     x, y = _images(batch, shape, k, rt)
     attack = FGSM(model, eps=8 / 255)
-    return timeit(lambda: attack(x, y), rt.device) * (1 / batch)
+    return timeit(lambda: attack(x, y), rt.device).per(batch)
 
 
 def gan_costs(cfg: GANConfig, rt: Runtime, k: int, shape: tuple) -> dict[str, Any]:
     """One AC-GAN iteration (``n_critic`` critic steps and a generator step) at the real batch,
     and the evaluation forward passes of G and D per image; with the networks (for the latent
     attack and the checkpoint)."""
-    g, d = build_gan("acgan", k, **cfg.arch_kwargs())
-    g, d = rt.prepare(g), rt.prepare(d)
+
+    def build() -> tuple[nn.Module, nn.Module]:
+        g, d = build_gan("acgan", k, **cfg.arch_kwargs())
+        return rt.prepare(g), rt.prepare(d)
+
+    built = timeit(build, rt.device)
+    g, d = build()
     opt_g, opt_d = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
     rng = torch.Generator(device=rt.device).manual_seed(0)
     x, y = _images(cfg.batch_size, shape, k, rt)
@@ -157,6 +183,7 @@ def gan_costs(cfg: GANConfig, rt: Runtime, k: int, shape: tuple) -> dict[str, An
         generator_step(g, d, opt_g, k, cfg=cfg, rt=rt, rng=rng)
 
     out: dict[str, Any] = {"iteration": timeit(iteration, rt.device), "g": g, "d": d}
+    out["build"] = built
     for p in (*g.parameters(), *d.parameters()):
         p.requires_grad_(False)
     g.eval()
@@ -166,8 +193,8 @@ def gan_costs(cfg: GANConfig, rt: Runtime, k: int, shape: tuple) -> dict[str, An
     labels = torch.randint(k, (n,), device=rt.device, generator=rng)
     images, _ = _images(n, shape, k, rt)
     with torch.no_grad():
-        out["g_image"] = timeit(lambda: g(z, labels), rt.device) * (1 / n)
-        out["d_image"] = timeit(lambda: d(images), rt.device) * (1 / n)
+        out["g_image"] = timeit(lambda: g(z, labels), rt.device).per(n)
+        out["d_image"] = timeit(lambda: d(images), rt.device).per(n)
     out["state"] = {"generator": g.state_dict(), "critic": d.state_dict(),
                     "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}  # fmt: skip
     return out
@@ -220,7 +247,7 @@ def run_open_cost() -> Cost:
         return timeit(run, torch.device("cpu"))
 
 
-def figure_cost() -> Cost:
+def figure_cost() -> Timed:
     """One report figure: a small line plot rendered to PNG (matplotlib's Agg canvas)."""
     import io
 

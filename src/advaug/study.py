@@ -5,7 +5,13 @@
 Every stage is a run folder whose ``config.yaml`` is its cache key: a rerun skips a finished
 stage with the same config, resumes an unfinished one from its last checkpoint, and moves a stage
 whose config changed aside (``<name>.stale-<hash>``) before redoing it. Evaluations are cached the
-same way (``eval/<model>.json`` carries the hash of everything it depends on).
+same way (``eval/<model>.json`` carries the hash of everything it depends on). Nothing in a key
+says where the study lies: a GAN-based classifier names its GAN by the sha256 of the GAN's final
+weights, so a moved or copied study folder, or another spelling of ``--out``, redoes nothing.
+
+The study folder is locked from the first stage to the report (:class:`FolderLock`), and every
+stage logs one line, in ``log.txt`` too. ``plan_study(..., estimate=True)`` (``--dry-run``)
+times the study's real operations here and counts them (:mod:`advaug.train.cost`).
 """
 
 from __future__ import annotations

@@ -122,10 +122,17 @@ def classifier_step_cost(
     model: nn.Module, cfg: ClassifierConfig, rt: Runtime, k: int, shape: tuple, gan: Any
 ) -> Timed:
     """One optimiser step of ``model`` at the real batch size with ``cfg``'s technique. The
-    unrestricted pool is filled by the warm-up call and not refreshed by the timed ones (their
-    latent attacks are timed by :func:`latent_costs`)."""
+    unrestricted pool is filled by the warm-up call (a small pool, one latent step: the pool's
+    size does not change a step) and not refreshed by the timed ones; its latent attacks are
+    timed by :func:`latent_costs`."""
+    from advaug.config import from_dict, to_dict
     from advaug.train.classifier import make_optimizer
 
+    u = cfg.augment.unrestricted
+    if cfg.augment.technique == "unrestricted" and u.mode == "pooled":
+        c = to_dict(cfg)
+        c["augment"]["unrestricted"].update(pool_size=min(u.pool_size, 2 * cfg.batch_size), steps=1)
+        cfg = from_dict(ClassifierConfig, c)
     model = rt.prepare(model).train()
     opt = make_optimizer(model, cfg, rt)
     technique = build_technique(cfg.augment, seed=0, device=rt.device, gan=gan)
@@ -163,9 +170,9 @@ def attack_step_cost(model: nn.Module, batch: int, shape: tuple, k: int, rt: Run
 
 
 def gan_costs(cfg: GANConfig, rt: Runtime, k: int, shape: tuple) -> dict[str, Any]:
-    """One AC-GAN iteration (``n_critic`` critic steps and a generator step) at the real batch,
-    and the evaluation forward passes of G and D per image; with the networks (for the latent
-    attack and the checkpoint)."""
+    """One AC-GAN iteration (``n_critic`` critic steps, a generator step, the EMA) at the real
+    batch, and the evaluation forward passes of G and D per image; with the networks (for the
+    latent attack and the checkpoint)."""
 
     def build() -> tuple[nn.Module, nn.Module]:
         g, d = build_gan("acgan", k, **cfg.arch_kwargs())
@@ -177,10 +184,14 @@ def gan_costs(cfg: GANConfig, rt: Runtime, k: int, shape: tuple) -> dict[str, An
     rng = torch.Generator(device=rt.device).manual_seed(0)
     x, y = _images(cfg.batch_size, shape, k, rt)
 
+    from advaug.train.classifier import make_ema
+
+    ema = make_ema(g, cfg.ema_decay, use_buffers=False)
+
     def iteration() -> None:
         for _ in range(cfg.n_critic):
             critic_step(g, d, opt_d, x, y, cfg=cfg, rt=rt, rng=rng)
-        generator_step(g, d, opt_g, k, cfg=cfg, rt=rt, rng=rng)
+        generator_step(g, d, opt_g, k, cfg=cfg, rt=rt, rng=rng, ema=ema)
 
     out: dict[str, Any] = {"iteration": timeit(iteration, rt.device), "g": g, "d": d}
     out["build"] = built

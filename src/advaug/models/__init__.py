@@ -1,4 +1,5 @@
-"""Classifiers (DenseNet-BC, Wide/PreAct ResNets, a tiny CNN), the AC-GAN, and their registries.
+"""Classifiers (DenseNet-BC, Wide/PreAct ResNets, a tiny CNN, Madry et al.'s MNIST CNN, a LeNet-5
+with batch norm), the AC-GAN, and their registries.
 
 Every classifier takes NCHW images in [0, 1] (its first layer is a :class:`Normalize`) and has
 ``forward(x) -> logits``, ``features(x) -> penultimate features``, ``num_features`` and
@@ -9,11 +10,17 @@ imports them all, so every registered name is known.
 
 from advaug.models.densenet import DENSENET_SEED_SETTINGS, BatchNorm2dNoScale, DenseNet
 from advaug.models.gan import Critic, Generator
+from advaug.models.lenet import LeNet5BN
+from advaug.models.madry import MadryCNN
 from advaug.models.normalize import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     CIFAR100_MEAN,
     CIFAR100_STD,
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    MNIST_MEAN,
+    MNIST_STD,
     SEED_MEAN,
     SEED_STD,
     Normalize,
@@ -36,12 +43,18 @@ __all__ = [
     "CIFAR100_MEAN",
     "CIFAR100_STD",
     "DENSENET_SEED_SETTINGS",
+    "FASHION_MNIST_MEAN",
+    "FASHION_MNIST_STD",
+    "MNIST_MEAN",
+    "MNIST_STD",
     "SEED_MEAN",
     "SEED_STD",
     "BatchNorm2dNoScale",
     "Critic",
     "DenseNet",
     "Generator",
+    "LeNet5BN",
+    "MadryCNN",
     "Normalize",
     "PreActResNet18",
     "TinyCNN",

@@ -19,6 +19,12 @@ CIFAR100_MEAN: tuple[float, float, float] = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD: tuple[float, float, float] = (0.2673, 0.2564, 0.2762)
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+# The 60,000 training images of MNIST and of Fashion-MNIST, one grey channel, computed from the
+# official files (pixels in [0, 1], population std).
+MNIST_MEAN: tuple[float] = (0.1307,)
+MNIST_STD: tuple[float] = (0.3081,)
+FASHION_MNIST_MEAN: tuple[float] = (0.2860,)
+FASHION_MNIST_STD: tuple[float] = (0.3530,)
 # The seed's x -> 2x - 1 map to [-1, 1]; also a sensible choice for the 8x8 digits demo set.
 SEED_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
 SEED_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -32,6 +38,10 @@ NORMALIZE_PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
     "seed": (SEED_MEAN, SEED_STD),
     "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    "mnist": (MNIST_MEAN, MNIST_STD),
+    "fashion-mnist": (FASHION_MNIST_MEAN, FASHION_MNIST_STD),
+    # x unchanged for any number of channels (one value broadcasts); "none" holds three
+    "identity": ((0.0,), (1.0,)),
 }
 
 

@@ -250,9 +250,9 @@ def test_arch_kwargs_rebuild_same_state_dict():
 # --- the registered variants ---------------------------------------------------------------
 
 
-def test_the_three_variants_are_registered():
-    assert list_gans() == ["acgan", "acgan-seed", "acgan-song"]
-    assert list_gans("*-s*") == ["acgan-seed", "acgan-song"]
+def test_the_variants_are_registered():
+    assert list_gans() == ["acgan", "acgan-mnist", "acgan-seed", "acgan-song", "acgan-song-mnist"]
+    assert list_gans("*-mnist") == ["acgan-mnist", "acgan-song-mnist"]
 
 
 @pytest.mark.parametrize("name", list_gans())
@@ -263,7 +263,8 @@ def test_every_registered_gan_builds_works_and_rebuilds(name: str):
     assert g.num_classes == d.num_classes == K and g.width == d.width == W
     y = torch.arange(4) % K
     x = g(torch.randn(4, g.z_dim), y).detach()
-    assert x.shape == (4, 3, 32, 32)
+    assert x.shape == (4, g.channels, g.resolution, g.resolution)
+    assert d.channels == g.channels
     assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     score, logits = d(x)
     assert score.shape == (4,) and logits.shape == (4, K)
@@ -340,6 +341,58 @@ def test_song_variant():
     assert d.arch_kwargs["ac_dropout"] == 0.0 and not d.arch_kwargs["spectral_norm"]
 
 
+@pytest.mark.parametrize("name", ["acgan-mnist", "acgan-song-mnist"])
+def test_mnist_variants_follow_song_et_al_mnist_acgan(name: str):
+    """Song et al.'s MNIST AC-GAN: z 128 + one-hot(y), width 32 in G and D, G 7 → 14 → 28 with
+    two up-blocks and one output channel; D takes 1x28x28 and pools 7x7."""
+    g, d = build_gan(name, num_classes=10)
+    assert (g.z_dim, g.width, d.width, g.channels, d.channels) == (128, 32, 32, 1, 1)
+    assert g.concat_onehot and g.linear.out_features == 7 * 7 * 32 and len(g.blocks) == 2
+    assert g.bn_stats == ("batch" if "song" in name else "running")
+    assert sample(g, torch.tensor([], dtype=torch.long)).shape == (0, 1, 28, 28)
+    assert d.blocks(torch.rand(2, 1, 28, 28)).shape == (2, 32, 7, 7)
+
+
+def test_mnist_variant_parameter_counts():
+    """K = 10, width 32. G: linear (128 + 10)·1568 + 1568 = 217,952; each of 2 up-blocks has two
+    CBN tables 2·(2·10·32), two 3x3 convs 2·(32·32·9 + 32) and a 1x1 shortcut 32·32 + 32,
+    20,832 in all; output BN 64; output conv 32·1·9 + 1 = 289. D: first block 1·32·9 + 32 +
+    9,248 + 1·32 + 32 = 9,632; down block 2·9,248 + 1,056; two plain blocks 4·9,248; critic
+    head 33; AC head 330."""
+    g, d = build_gan("acgan-mnist", num_classes=10)
+    n_g, n_d = (sum(p.numel() for p in m.parameters()) for m in (g, d))
+    assert n_g == 217_952 + 2 * 20_832 + 64 + 289 == 259_969
+    assert n_d == 9_632 + 19_552 + 36_992 + 33 + 330 == 66_539
+
+
+def test_channels_and_resolution_are_recorded_only_off_the_cifar_defaults():
+    """Checkpoints written before the options existed hold no such keys and still fit."""
+    g, d = build_gan("acgan", num_classes=K, width=W, z_dim=Z)
+    assert "channels" not in g.arch_kwargs and "resolution" not in g.arch_kwargs
+    assert "channels" not in d.arch_kwargs
+    g, d = build_gan("acgan-mnist", num_classes=K, width=W)
+    assert (g.arch_kwargs["channels"], g.arch_kwargs["resolution"]) == (1, 28)
+    assert d.arch_kwargs["channels"] == 1
+    g2, d2 = Generator(**g.arch_kwargs), Critic(**d.arch_kwargs)
+    _same_shapes(g, g2)
+    _same_shapes(d, d2)
+
+
+@pytest.mark.parametrize(("resolution", "base", "blocks"), [(32, 4, 3), (28, 7, 2), (64, 4, 4)])
+def test_generator_resolution_sets_base_and_up_blocks(resolution: int, base: int, blocks: int):
+    g = tiny_g(channels=2, resolution=resolution)
+    assert (g.base, len(g.blocks)) == (base, blocks)
+    out = g(torch.randn(3, Z), torch.arange(3))
+    assert out.shape == (3, 2, resolution, resolution)
+
+
+def test_bad_channels_or_resolution_is_one_line():
+    with pytest.raises(ConfigError, match="resolution 7 cannot be reached"):
+        build_gan("acgan-mnist", num_classes=K, resolution=7)
+    with pytest.raises(ConfigError, match="channels must be positive"):
+        build_gan("acgan-mnist", num_classes=K, channels=0)
+
+
 def test_overrides_go_to_every_model_that_takes_them():
     g, d = build_gan("acgan-song", num_classes=K, width=8, ac_dropout=0.25)
     assert g.z_dim == 128 and g.num_classes == K and d.num_classes == K
@@ -361,7 +414,7 @@ def test_unknown_override_is_one_line_naming_the_allowed_keys():
 def test_unknown_gan_and_bad_values_raise_config_error():
     with pytest.raises(ConfigError, match="unknown GAN 'acgan-sed'.*'acgan-seed'") as info:
         build_gan("acgan-sed", num_classes=K)
-    assert "known GANs: acgan, acgan-seed, acgan-song" in str(info.value)
+    assert "known GANs: acgan, acgan-mnist, acgan-seed, acgan-song" in str(info.value)
     with pytest.raises(ConfigError, match="num_classes"):
         build_gan("acgan", num_classes=0)
     with pytest.raises(ConfigError, match="bn_stats"):

@@ -35,6 +35,16 @@ registered at the bottom of this module:
   only, batch statistics, dropout 0.5 before the AC head;
 - ``"acgan-song"``: Song et al. (O, SEED-SPEC §3.8): z 128 concatenated with one-hot(y) plus
   CBN, width 128, batch statistics, no AC dropout.
+- ``"acgan-mnist"``: for 1x28x28 images (MNIST, Fashion-MNIST), after Song et al.'s MNIST AC-GAN
+  (``models/acwgan_gp.py`` and ``train_acgan.py`` of ermongroup/generative_adversary, read, not
+  copied): z 128 concatenated with one-hot(y) plus CBN, width 32 in G and D, G from 7x7 through
+  two ResBlock-up to 28x28 and one output channel; D the same four blocks with one input channel.
+  Running BN statistics (the project's choice: a sample depends only on its (z, y)).
+- ``"acgan-song-mnist"``: the same with batch statistics, as Song et al. ran it.
+
+Two deliberate differences from Song et al.'s MNIST code, both reparametrisations: G ends in
+(tanh(h) + 1) / 2 = sigmoid(2h) where theirs ends in sigmoid(h), and D reads 2x − 1 where theirs
+reads x in [0, 1]; the project's pixel convention stays one for every variant.
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ __all__ = [
     "ConditionalBatchNorm2d",
     "Critic",
     "Generator",
+    "image_kwargs",
     "recompute_standing_stats",
     "sample",
 ]
@@ -145,11 +156,22 @@ class _ResBlockUp(nn.Module):
         return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
-class Generator(nn.Module):
-    """G(z, y) → images in [0, 1], shape [B, 3, 32, 32].
+def _base_size(resolution: int) -> tuple[int, int]:
+    """(base size, number of ×2 up-blocks): halve while even and above 7 (32 → 4·2³, 28 → 7·2²)."""
+    base, ups = resolution, 0
+    while base % 2 == 0 and base > 7:
+        base, ups = base // 2, ups + 1
+    return base, ups
 
-    Linear(z_dim [+ K] → 4·4·width) → 3 ResBlock-up (4→8→16→32) → BN → ReLU → conv3 → tanh,
-    mapped to [0, 1]. ``bn_stats`` chooses the eval-mode normalisation (see the module docstring).
+
+class Generator(nn.Module):
+    """G(z, y) → images in [0, 1], shape [B, channels, resolution, resolution] ([B, 3, 32, 32]).
+
+    Linear(z_dim [+ K] → b·b·width) → n ResBlock-up → BN → ReLU → conv3 → tanh, mapped to
+    [0, 1]; b and n come from ``resolution`` (halved while even and above 7): 32 = 4·2³ (the
+    CIFAR generator, 4→8→16→32), 28 = 7·2² (Song et al.'s MNIST generator, 7→14→28).
+    ``channels`` is the number of output channels. ``bn_stats`` chooses the eval-mode
+    normalisation (see the module docstring).
 
     Examples::
 
@@ -168,16 +190,24 @@ class Generator(nn.Module):
         concat_onehot: bool = False,
         bn_stats: BnStats = "running",
         out_range: Literal["01"] = "01",
+        channels: int = 3,
+        resolution: int = 32,
     ) -> None:
         super().__init__()
         if bn_stats not in ("running", "batch"):
             raise ConfigError(f"bn_stats must be 'running' or 'batch', got {bn_stats!r}")
         if out_range != "01":
             raise ConfigError(f"out_range must be '01' (images in [0, 1]), got {out_range!r}")
-        if z_dim < 1 or width < 1 or num_classes < 1:
+        if z_dim < 1 or width < 1 or num_classes < 1 or channels < 1:
             raise ConfigError(
-                f"z_dim, width and num_classes must be positive, got {z_dim}, {width}, "
-                f"{num_classes}"
+                f"z_dim, width, num_classes and channels must be positive, got {z_dim}, {width}, "
+                f"{num_classes}, {channels}"
+            )
+        base, ups = _base_size(resolution)
+        if ups < 1:
+            raise ConfigError(
+                f"resolution {resolution} cannot be reached by doubling a base of at most 7 "
+                "pixels; use e.g. 28 or 32"
             )
         self.z_dim = z_dim
         self.width = width
@@ -191,13 +221,19 @@ class Generator(nn.Module):
             "bn_stats": bn_stats,
             "out_range": out_range,
         }
+        # recorded only off the CIFAR defaults, so checkpoints made before these options fit
+        if (channels, resolution) != (3, 32):
+            self.arch_kwargs.update(channels=channels, resolution=resolution)
+        self.channels = channels
+        self.resolution = resolution
+        self.base = base
         eval_batch = bn_stats == "batch"
-        self.linear = _linear(z_dim + (num_classes if concat_onehot else 0), 4 * 4 * width)
+        self.linear = _linear(z_dim + (num_classes if concat_onehot else 0), base * base * width)
         self.blocks = nn.ModuleList(
-            [_ResBlockUp(width, width, num_classes, eval_batch) for _ in range(3)]
+            [_ResBlockUp(width, width, num_classes, eval_batch) for _ in range(ups)]
         )
         self.bn_out = _BatchNorm2d(width, affine=True, eval_batch_stats=eval_batch)
-        self.conv_out = _conv(width, 3, 3, he=False)
+        self.conv_out = _conv(width, channels, 3, he=False)
         self._bn_stats: BnStats = bn_stats
 
     @property
@@ -216,15 +252,33 @@ class Generator(nn.Module):
                 m.eval_batch_stats = value == "batch"
 
     def forward(self, z: Tensor, y: Tensor) -> Tensor:
-        """Map latents z [B, z_dim] and labels y [B] (int64) to images [B, 3, 32, 32] in [0, 1]."""
+        """Map latents z [B, z_dim] and labels y [B] (int64) to images [B, C, H, W] in [0, 1]."""
         h = z
         if self.concat_onehot:
             h = torch.cat([z, F.one_hot(y, self.num_classes).to(z.dtype)], dim=1)
-        h = self.linear(h).view(z.shape[0], self.width, 4, 4)
+        h = self.linear(h).view(z.shape[0], self.width, self.base, self.base)
         for block in self.blocks:
             h = block(h, y)
         h = self.conv_out(F.relu(self.bn_out(h)))
         return (torch.tanh(h) + 1.0) * 0.5
+
+
+def image_kwargs(shape: tuple[int, ...]) -> dict[str, int]:
+    """The ``build_gan`` overrides for images of ``shape`` (C, H, W): channels and resolution.
+
+    The trainer passes them, so one GAN config fits CIFAR's 3x32x32 and MNIST's 1x28x28.
+
+    Examples::
+
+        >>> image_kwargs((1, 28, 28))
+        {'channels': 1, 'resolution': 28}
+    """
+    if len(shape) != 3 or shape[1] != shape[2]:
+        raise ConfigError(
+            f"the AC-GAN makes square C x H x W images, but the data are {tuple(shape)}; "
+            "use a dataset of square images"
+        )
+    return {"channels": int(shape[0]), "resolution": int(shape[1])}
 
 
 def _generator_bns(generator: nn.Module) -> list[nn.BatchNorm2d]:
@@ -334,7 +388,9 @@ def sample(
     finally:
         generator.train(was_training)
     if not out:
-        return torch.empty(0, 3, 32, 32, device=device)
+        return torch.empty(
+            0, generator.channels, generator.resolution, generator.resolution, device=device
+        )
     return torch.cat(out)
 
 
@@ -386,6 +442,8 @@ class Critic(nn.Module):
     """D(x) → (critic score [B], AC logits [B, K]) for images x in [0, 1].
 
     No normalisation layers, the label never enters D (it is only the AC head's target).
+    ``channels`` is the number of input channels; any image size works (the features are
+    globally pooled): 32x32 ends at 8x8, 28x28 at 7x7, as in Song et al.'s MNIST critic.
     ``spectral_norm`` wraps every conv and linear layer with
     ``torch.nn.utils.parametrizations.spectral_norm``.
 
@@ -405,12 +463,16 @@ class Critic(nn.Module):
         num_classes: int = 100,
         ac_dropout: float = 0.0,
         spectral_norm: bool = False,
+        channels: int = 3,
     ) -> None:
         super().__init__()
         if not 0.0 <= ac_dropout < 1.0:
             raise ConfigError(f"ac_dropout must be in [0, 1), got {ac_dropout}")
-        if width < 1 or num_classes < 1:
-            raise ConfigError(f"width and num_classes must be positive, got {width}, {num_classes}")
+        if width < 1 or num_classes < 1 or channels < 1:
+            raise ConfigError(
+                f"width, num_classes and channels must be positive, got {width}, {num_classes}, "
+                f"{channels}"
+            )
         self.width = width
         self.num_classes = num_classes
         self.arch_kwargs: dict[str, Any] = {
@@ -419,8 +481,11 @@ class Critic(nn.Module):
             "ac_dropout": ac_dropout,
             "spectral_norm": spectral_norm,
         }
+        if channels != 3:  # recorded only off the default, as in Generator
+            self.arch_kwargs["channels"] = channels
+        self.channels = channels
         self.blocks = nn.Sequential(
-            _OptimizedBlock(3, width),
+            _OptimizedBlock(channels, width),
             _ResBlockDown(width, width),
             _ResBlock(width),
             _ResBlock(width),
@@ -468,4 +533,26 @@ register_gan(
     bn_stats="batch",
     ac_dropout=0.0,
     spectral_norm=False,
+)(Generator, Critic)
+register_gan(
+    "acgan-mnist",
+    z_dim=128,
+    width=32,
+    concat_onehot=True,
+    bn_stats="running",
+    ac_dropout=0.0,
+    spectral_norm=False,
+    channels=1,
+    resolution=28,
+)(Generator, Critic)
+register_gan(
+    "acgan-song-mnist",
+    z_dim=128,
+    width=32,
+    concat_onehot=True,
+    bn_stats="batch",
+    ac_dropout=0.0,
+    spectral_norm=False,
+    channels=1,
+    resolution=28,
 )(Generator, Critic)

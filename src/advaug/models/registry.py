@@ -3,7 +3,8 @@
 A :class:`Registry` maps names to one factory (a classifier) or a pair of factories (a GAN's
 generator and critic) with default keyword arguments. Each model registers beside its own
 definition: the DenseNets in ``densenet.py``, the ResNets in ``resnet.py``, the tiny CNN in
-``tiny.py`` and the AC-GAN variants in ``gan.py``; importing :mod:`advaug.models` imports them all.
+``tiny.py``, the 28x28 classifiers in ``madry.py`` and ``lenet.py`` and the AC-GAN variants in
+``gan.py``; importing :mod:`advaug.models` imports them all.
 This module holds only the machinery and imports no model module.
 
 ``build_model("densenet-bc-100", num_classes=100, dropout=0.2)`` returns a model whose
@@ -143,7 +144,8 @@ class Registry:
         """Build variant ``name``: one module per factory, each with ``arch_kwargs`` recorded.
 
         ``overrides`` replace the variant's defaults and go to every factory that takes them;
-        ``arch_kwargs`` holds each factory's full arguments (defaults included) as plain data.
+        ``arch_kwargs`` holds each factory's full arguments (defaults included) as plain data,
+        unless the module sets its own ``arch_kwargs`` (enough to rebuild it), which is kept.
         Every usage error (unknown name or option, bad value) is a one-line ConfigError.
         """
         entry = self._entries.get(name)
@@ -175,7 +177,10 @@ class Registry:
                     f"{self.kind} {name!r} cannot be built with {shown or 'its defaults'} "
                     f"({' '.join(str(e).split())}); fix the {self.kind} options"
                 ) from e
-            module.arch_kwargs = _plain(kwargs)
+            # a model that keeps its own record (the GAN's, which leaves out options at their
+            # backward-compatible defaults) is the authority; others record every argument
+            own = getattr(module, "arch_kwargs", None)
+            module.arch_kwargs = _plain(own if isinstance(own, dict) else kwargs)
             modules.append(module)
         return tuple(modules)
 
@@ -258,7 +263,7 @@ def register_gan(name: str, **defaults: Any) -> Callable[..., Any]:
     Examples::
 
         >>> list_gans()  # registered in gan.py, e.g. register_gan("acgan")(Generator, Critic)
-        ['acgan', 'acgan-seed', 'acgan-song']
+        ['acgan', 'acgan-mnist', 'acgan-seed', 'acgan-song', 'acgan-song-mnist']
     """
     return GANS.register(name, **defaults)
 
@@ -268,8 +273,8 @@ def list_gans(pattern: str | None = None) -> list[str]:
 
     Examples::
 
-        >>> list_gans("acgan-*")
-        ['acgan-seed', 'acgan-song']
+        >>> list_gans("acgan-s*")
+        ['acgan-seed', 'acgan-song', 'acgan-song-mnist']
     """
     return GANS.names(pattern)
 
@@ -279,7 +284,8 @@ def build_gan(name: str, num_classes: int, **overrides: Any) -> tuple[nn.Module,
 
     Each override replaces the variant's default in every model that takes it (``width`` goes
     to both); an unknown key is a one-line ConfigError that lists the allowed ones. Each model's
-    ``arch_kwargs`` holds its every constructor argument, and its ``arch_name`` names the model
+    ``arch_kwargs`` holds its constructor arguments (``channels`` and ``resolution`` only off
+    CIFAR's 3 and 32, so older checkpoints still match), and its ``arch_name`` names the model
     (``"acgan-generator"``, ``"acgan-critic"``), as checkpoints store them;
     ``build_gan(name, **{**g.arch_kwargs, **d.arch_kwargs})`` rebuilds the pair.
 

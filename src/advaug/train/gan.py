@@ -37,7 +37,7 @@ from advaug.evaluate.gan_quality import diversity
 from advaug.imaging import make_grid, save_grid
 from advaug.log import fmt_seconds, get_logger, progress
 from advaug.models import build_gan
-from advaug.models.gan import Critic, Generator, recompute_standing_stats, sample
+from advaug.models.gan import Critic, Generator, image_kwargs, recompute_standing_stats, sample
 from advaug.runtime import (
     Runtime,
     ddp,
@@ -216,7 +216,8 @@ def _build(job: GANJob, rt: Runtime, splits: Splits) -> GANState:
     """G, D, their optimisers, the EMA of G, the loader and the noise stream, seeded."""
     cfg = job.gan
     seed_everything(job.seed)
-    g, d = build_gan("acgan", splits.num_classes, **cfg.arch_kwargs())
+    shape = image_kwargs(tuple(splits.train.x.shape[1:]))
+    g, d = build_gan("acgan", splits.num_classes, **cfg.arch_kwargs(), **shape)
     g, d = rt.prepare(g), rt.prepare(d)
     g_net, d_net = ddp.wrap(g, rt), ddp.wrap(d, rt)
     if rt.distributed and rt.rank > 0:

@@ -246,3 +246,24 @@ def test_dry_run_counts_what_the_study_really_does(monkeypatch, tmp_path):
     assert "estimated remaining cost" in text and "range" in text
     assert "the real splits: train 300, val 0, test 359" in text
     assert "measured here" in text
+
+
+def test_a_study_takes_pgd_and_keeps_its_settings_out_of_the_others(tmp_path):
+    """``pgd`` is a technique a study plans (with a timed estimate of its real training step);
+    changing its settings changes only the pgd classifier's identity. The default study stays
+    the seed's four techniques."""
+    from advaug.study import _classifier_job
+
+    assert build_config("smoke").techniques == ["none", "fgsm", "gan", "unrestricted"]
+    over = ["techniques=[none,pgd]", "evaluate.gan_samples_per_class=0", "evaluate.uae_samples=0"]
+    cfg = build_config("smoke", over)
+    plan = plan_study(cfg, tmp_path / "s")
+    names = {s.name for s in plan.stages if s.kind == "classifier"}
+    assert names == {"none-s0", "pgd-s0"}
+    assert "training step, pgd" in plan.describe()
+    changed = build_config("smoke", [*over, "classifier.augment.pgd.eps=0.3"])
+    gan = tmp_path / "gan"
+    for t, same in (("none", True), ("fgsm", True), ("pgd", False)):
+        a, b = _classifier_job(cfg, t, 0, gan), _classifier_job(changed, t, 0, gan)
+        assert (a.classifier == b.classifier) is same, t
+    assert _classifier_job(changed, "pgd", 0, gan).classifier.augment.pgd.eps == 0.3

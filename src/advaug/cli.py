@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("train-classifier", "train one classifier with one technique")
     _common(s, "runs/classifier")
-    s.add_argument("--technique", help="none | fgsm | gan | unrestricted (overrides the preset)")
+    s.add_argument(
+        "--technique", help="none | fgsm | pgd | gan | unrestricted (overrides the preset)"
+    )
     s.add_argument("--seed", type=int, help="run seed (default: the preset's first seed)")
     s.add_argument("--gan", help="GAN run folder or checkpoint (gan / unrestricted techniques)")
 

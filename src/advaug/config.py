@@ -29,7 +29,9 @@ PRESET_DIR = Path(__file__).resolve().parent / "configs"
 #: it computes: it is left out of :func:`identity`, so of :func:`config_hash` and
 #: :func:`same_config` (a run folder whose copy differs only there is the same run).
 NOT_IDENTITY = {"identity": False}
-TECHNIQUES = ("none", "fgsm", "gan", "unrestricted")
+TECHNIQUES = ("none", "fgsm", "pgd", "gan", "unrestricted")
+#: The seed's four techniques: what a study compares unless its config lists others.
+SEED_TECHNIQUES = ("none", "fgsm", "gan", "unrestricted")
 #: A GAN class whose within-class sample spread is below this multiple of the real images'
 #: spread counts as collapsed (the study's evaluation and the GAN's training monitor).
 COLLAPSE_THRESHOLD = 0.3
@@ -147,6 +149,31 @@ class FGSMAugConfig:
         _check(self.eps_min >= 0, f"{key}.eps_min", "must be >= 0")
         _check(self.eps_max >= self.eps_min, f"{key}.eps_max", "must be >= eps_min")
         _check(self.eps_max <= 1, f"{key}.eps_max", "must be <= 1 (budgets are in [0,1] units)")
+
+
+@dataclass
+class PGDAugConfig:
+    """PGD adversarial training (Madry et al. 2018): L∞ PGD examples of the real batch against
+    the current model. Defaults: Madry et al.'s CIFAR-10 setting (ε 8/255, 7 steps of 2/255);
+    their MNIST setting is ε 0.3, 40 steps of 0.01."""
+
+    eps: float = 8 / 255
+    alpha: float = 2 / 255  # step size
+    steps: int = 7
+    random_start: bool = True  # start uniformly in the ε-ball, as Madry et al.
+
+    def validate(self, key: str) -> None:
+        _check(
+            0 <= self.eps <= 1,
+            f"{key}.eps",
+            f"{self.eps} is outside [0, 1] (budgets are in [0,1] units)",
+        )
+        _check(
+            0 < self.alpha <= 1,
+            f"{key}.alpha",
+            f"{self.alpha} is outside (0, 1]; use a step such as eps / 4",
+        )
+        _check(self.steps >= 1, f"{key}.steps", f"{self.steps} is not >= 1")
 
 
 @dataclass
@@ -389,12 +416,13 @@ class UnrestrictedAugConfig:
 class AugmentConfig:
     """L = (n_c·CE_clean + λ·n_a·CE_aug) / (n_c + λ·n_a), n_a = floor(prop·B)."""
 
-    technique: str = "none"  # none | fgsm | gan | unrestricted
+    technique: str = "none"  # none | fgsm | pgd | gan | unrestricted
     prop: float = 0.5  # share of the batch that comes from the technique
     adv_weight: float = 1.0  # λ
     mode: Literal["replace", "append"] = "replace"  # seed: replace part of the real batch
     bn: Literal["joint", "separate"] = "joint"  # seed: separate BN passes for the two parts
     fgsm: FGSMAugConfig = field(default_factory=FGSMAugConfig)
+    pgd: PGDAugConfig = field(default_factory=PGDAugConfig)
     gan: GANAugConfig = field(default_factory=GANAugConfig)
     unrestricted: UnrestrictedAugConfig = field(default_factory=UnrestrictedAugConfig)
 
@@ -524,7 +552,7 @@ class StudyConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     gan: GANConfig = field(default_factory=GANConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
-    techniques: list[str] = field(default_factory=lambda: list(TECHNIQUES))
+    techniques: list[str] = field(default_factory=lambda: list(SEED_TECHNIQUES))
     seeds: list[int] = field(default_factory=lambda: [0])
     reference_model: ModelConfig = field(default_factory=lambda: ModelConfig(name="wrn-16-4"))
     reference_epochs: int = 0  # 0 = same as classifier.epochs

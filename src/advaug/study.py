@@ -164,7 +164,7 @@ def _only_technique(c: dict[str, Any], technique: str) -> dict[str, Any]:
 
     default = to_dict(AugmentConfig())
     aug = c["augment"]
-    for t in ("fgsm", "gan", "unrestricted"):
+    for t in ("fgsm", "pgd", "gan", "unrestricted"):
         if t != technique:
             aug[t] = default[t]
     if technique == "none":

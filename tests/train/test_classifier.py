@@ -31,7 +31,7 @@ def _weights(folder):
     return load_file(folder / "checkpoints" / "final.pt")["model"]
 
 
-@pytest.mark.parametrize("technique", ["none", "fgsm"])
+@pytest.mark.parametrize("technique", ["none", "fgsm", "pgd"])
 def test_interrupted_then_resumed_run_is_bit_identical(tmp_path, splits, technique):
     job = _job(technique, ckpt_every_steps=4)
     full = train_classifier(job, tmp_path / "full", splits=splits)

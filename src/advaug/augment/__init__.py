@@ -30,6 +30,10 @@ def build_technique(
         from advaug.augment.fgsm import FGSMTechnique
 
         return FGSMTechnique(cfg.fgsm, seed, device)
+    if t == "pgd":
+        from advaug.augment.pgd import PGDTechnique
+
+        return PGDTechnique(cfg.pgd, seed, device)
     if t in ("gan", "unrestricted"):
         if gan is None:
             raise ConfigError(f"technique '{t}' needs a trained GAN; pass --gan RUN_DIR")

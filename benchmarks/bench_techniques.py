@@ -74,7 +74,14 @@ TECHNIQUES: dict[str, dict[str, Any]] = {
     "unrestricted-pooled": {"technique": "unrestricted", "unrestricted": {"mode": "pooled"}},
     "unrestricted-seed": {
         "technique": "unrestricted",
-        "unrestricted": {"mode": "seed", "steps": 500, "optimizer": "sgd-noise"},
+        # the seed's settings, given here since mode=seed honours the section's
+        "unrestricted": {
+            "mode": "seed",
+            "steps": 500,
+            "optimizer": "sgd-noise",
+            "lr": 0.1,
+            "noise_eps": 0.05,
+        },
     },
 }
 EXTRAPOLATED = ("unrestricted-seed",)

@@ -17,6 +17,7 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 import bench_classifier as bc  # noqa: E402
+import bench_pool_vs_seed as bps  # noqa: E402
 import bench_techniques as bt  # noqa: E402
 import common  # noqa: E402
 from advaug.data.splits import load_splits  # noqa: E402
@@ -178,3 +179,21 @@ def test_techniques_quick_json(tmp_path: Path) -> None:
     assert goal["pooled_vs_fgsm"] == pooled["vs_fgsm"]
     assert goal["pooled_goal_met"] == (pooled["vs_fgsm"] <= 10)
     assert goal["seed_vs_fgsm"] == seed["vs_fgsm"]
+
+
+def test_pool_vs_seed_json(tmp_path: Path) -> None:
+    out = tmp_path / "pvs.json"
+    sets = ["gan.iters=2", "gan.ckpt_every=2", "gan.sample_every=2", "gan.eval_every=2",
+            "gan.width=8", "gan.z_dim=8", "data.train_limit=64", "evaluate.uae_samples=8",
+            "evaluate.uae_steps=2", "classifier.augment.unrestricted.steps=2"]  # fmt: skip
+    args = ["--epochs", "1", "--modes", "pooled,seed", "--out", str(out)]
+    assert bps.main([*args, *[f"--set={s}" for s in sets]]) == 0
+    res = json.loads(out.read_text())
+    pooled, seed = res["modes"]["pooled"], res["modes"]["seed"]
+    assert pooled["time_vs_pooled"] == 1.0 and seed["time_vs_pooled"] > 0
+    assert seed["attack"]["early_stop"] is False and pooled["attack"]["early_stop"] is True
+    assert seed["attack"]["lr"] == pooled["attack"]["lr"]  # the same attack settings
+    assert seed["codes_attacked"] == seed["steps"] * 16  # every batch: n_a = 0.5 * 32 codes
+    for r in (pooled, seed):
+        assert r["uae_success_correct"]["n"] + round(8 * r["uae_clean_wrong_rate"]["value"]) == 8
+    assert "8 balanced sources" in res["protocol"]["evaluation_attack"]

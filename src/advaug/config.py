@@ -194,6 +194,9 @@ class GANAugConfig:
 
 LatentOptimizer = Literal["adam", "sgd-noise"]
 ZProximity = Literal["hinge", "l2ball"]
+#: A hard bound on the latent change after every optimiser step: none, the per-coordinate box
+#: |z_j − z⁰_j| ≤ z_eps (linf), or the RMS ball sqrt(mean_j (z_j − z⁰_j)²) ≤ z_eps (l2).
+ZProject = Literal["none", "linf", "l2"]
 
 
 def _is_int(value: Any) -> bool:
@@ -232,6 +235,10 @@ class UnrestrictedConfig:
     lambda2: float = 1.0  # weight of L_ac, the AC head's cross-entropy for the source class
     z_eps: float = 0.1  # latent change free of L_z (per coordinate; RMS for l2ball)
     z_proximity: ZProximity = "hinge"  # hinge = the seed's per-coordinate box
+    # project z back onto the z_eps ball around z⁰ after every step, as PGD does in pixel space
+    # (linf: per coordinate; l2: RMS over coordinates); none = only the soft L_z (the default,
+    # as in the seed and Song et al.)
+    z_project: ZProject = "none"
     noise_eps: float = 0.0  # pixel-noise amplitude in [0, 1] image units (0 = no pixel noise)
     noise_lr: float | None = None  # step size on the pre-tanh pixel noise (None = lr)
     eta0: float = 0.01  # sgd-noise: variance of the gradient noise at step 0
@@ -274,7 +281,11 @@ class UnrestrictedConfig:
         def where(name: str) -> str:
             return f"{key}.{name}" if key else name
 
-        for name, allowed in (("optimizer", LatentOptimizer), ("z_proximity", ZProximity)):
+        for name, allowed in (
+            ("optimizer", LatentOptimizer),
+            ("z_proximity", ZProximity),
+            ("z_project", ZProject),
+        ):
             value, choices = getattr(self, name), get_args(allowed)
             _check(value in choices, where(name), f"choose one of {choices}, got {value!r}")
         _check(
@@ -361,6 +372,11 @@ def unrestricted_preset(name: str, **changes: Any) -> UnrestrictedConfig:
     return UNRESTRICTED_PRESETS[name].replace(**changes)
 
 
+#: The attack settings an ``unrestricted`` section gives in both modes (``mode=seed`` takes only
+#: the schedule from the ``seed`` preset; see :meth:`UnrestrictedAugConfig.attack_config`).
+SECTION_SETTINGS = ("optimizer", "lr", "lambda1", "lambda2", "z_eps", "z_project", "noise_eps")
+
+
 @dataclass
 class UnrestrictedAugConfig:
     """Unrestricted adversarial examples from a cached, periodically refreshed latent pool."""
@@ -375,9 +391,13 @@ class UnrestrictedAugConfig:
     lambda1: float = 0.1  # z-proximity weight
     lambda2: float = 0.1  # AC-head weight
     z_eps: float = 0.1
+    z_project: ZProject = "none"  # hard latent bound after each step (see UnrestrictedConfig)
     noise_eps: float = 0.0  # pixel noise (0 = off)
     attack_batch: int = 512
     dedup_threshold: float = 0.0  # >0: redraw pool entries whose latents collapse together
+    # pooled: at each draw, keep only the entries the current model still gets wrong (one
+    # eval-mode forward); entries it now classifies correctly leave the pool until re-attacked
+    recheck: bool = True
 
     def validate(self, key: str) -> None:
         for name in ("pool_size", "refresh_every", "steps", "attack_batch"):
@@ -386,29 +406,26 @@ class UnrestrictedAugConfig:
         _check(self.lr > 0, f"{key}.lr", "must be > 0")
         for name in ("lambda1", "lambda2", "z_eps", "noise_eps", "dedup_threshold"):
             _check(getattr(self, name) >= 0, f"{key}.{name}", "must be >= 0")
+        choices = get_args(ZProject)
+        _check(self.z_project in choices, f"{key}.z_project", f"choose one of {choices}")
 
     def attack_config(self) -> UnrestrictedConfig:
         """The attack settings this technique runs with (the only mapping from this section).
 
-        ``pooled``: the ``fast`` preset with this section's steps, optimizer, lr, lambda1,
-        lambda2, z_eps, noise_eps and attack_batch, early stopping on. ``seed``: the ``seed``
-        preset with only steps and attack_batch from here; its optimiser (sgd-noise), lr 0.1,
-        λ1 = λ2 = 0.1, z_eps 0.1, pixel noise 0.05, grad_div 32 and no early stop replace this
-        section's values.
+        Both modes take this section's :data:`SECTION_SETTINGS` (optimizer, lr, lambda1,
+        lambda2, z_eps, z_project, noise_eps), steps and attack_batch. ``pooled`` runs them on
+        the ``fast`` preset, with early stopping. ``seed`` runs them on the ``seed`` preset:
+        its schedule (no early stop, grad_div 32, the gradient noise eta0 0.01, gamma 0.55);
+        the seed's own values (sgd-noise, lr 0.1, pixel noise 0.05) must be set here, as the
+        ``paper`` preset does.
         """
+        settings = {name: getattr(self, name) for name in SECTION_SETTINGS}
         if self.mode == "seed":
-            return unrestricted_preset("seed", steps=self.steps, batch_size=self.attack_batch)
+            return unrestricted_preset(
+                "seed", steps=self.steps, batch_size=self.attack_batch, **settings
+            )
         return unrestricted_preset(
-            "fast",
-            steps=self.steps,
-            optimizer=self.optimizer,
-            lr=self.lr,
-            lambda1=self.lambda1,
-            lambda2=self.lambda2,
-            z_eps=self.z_eps,
-            noise_eps=self.noise_eps,
-            early_stop=True,
-            batch_size=self.attack_batch,
+            "fast", steps=self.steps, early_stop=True, batch_size=self.attack_batch, **settings
         )
 
 
@@ -525,6 +542,10 @@ class EvalConfig:
     gan_samples_per_class: int = 20  # accuracy on clean AC-GAN samples
     uae_samples: int = 200  # unrestricted-attack success at a fixed budget
     uae_steps: int = 20
+    uae_z_project: ZProject = "none"  # hard latent bound of the evaluation's attack
+    # targeted UAEs (Song et al.): this many codes per (source, target) pair, K·(K−1) pairs;
+    # 0 = off. Attack cost grows with K²: 1 per pair is 9,900 codes on CIFAR-100.
+    uae_targeted_per_pair: int = 0
     batch_size: int = 256
     collapse_threshold: float = COLLAPSE_THRESHOLD  # spread < this x real's: collapsed
 
@@ -533,13 +554,22 @@ class EvalConfig:
         _check(self.pgd_eps >= 0, f"{key}.pgd_eps", "must be >= 0")
         for name in ("pgd_steps", "pgd_restarts", "uae_steps", "batch_size"):
             _check(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
-        for name in ("robust_samples", "gan_samples_per_class", "uae_samples"):
+        for name in (
+            "robust_samples",
+            "gan_samples_per_class",
+            "uae_samples",
+            "uae_targeted_per_pair",
+        ):
             _check(getattr(self, name) >= 0, f"{key}.{name}", "must be >= 0")
+        choices = get_args(ZProject)
+        _check(self.uae_z_project in choices, f"{key}.uae_z_project", f"choose one of {choices}")
 
-    def uae_attack(self) -> UnrestrictedConfig:
-        """The protocol's unrestricted attack: the ``fast`` preset (untargeted Adam with early
-        stopping) for ``uae_steps`` steps."""
-        return unrestricted_preset("fast", steps=self.uae_steps)
+    def uae_attack(self, targeted: bool = False) -> UnrestrictedConfig:
+        """The protocol's unrestricted attack: the ``fast`` preset (Adam with early stopping,
+        λ1 = λ2 = 1) for ``uae_steps`` steps, with ``uae_z_project``."""
+        return unrestricted_preset(
+            "fast", steps=self.uae_steps, z_project=self.uae_z_project, targeted=targeted
+        )
 
 
 @dataclass

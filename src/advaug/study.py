@@ -888,6 +888,11 @@ def _evaluate_all(cfg: StudyConfig, out: Path, splits: Splits, pair, reference) 
             transfer=transfer if name != baseline else None,
             transfer_from=transfer_from,
             seed=cfg.seed,
+            train_attack=(
+                cfg.classifier.augment.unrestricted.attack_config()
+                if "unrestricted" in cfg.techniques
+                else None
+            ),
         )
         result = json.loads((folder / "result.json").read_text())
         res.update(

@@ -24,6 +24,7 @@ from advaug.attacks import (
 )
 from advaug.attacks.unrestricted import (
     ac_loss,
+    project_z,
     proximity_loss,
     targeted_loss,
     untargeted_loss,
@@ -296,6 +297,66 @@ def test_steps_zero_evaluates_fresh_samples() -> None:
     assert torch.equal(r.z, Z_STEP)
 
 
+def test_predictions_at_z0_and_the_decomposed_success() -> None:
+    # code 0 is misclassified before any update; codes 1 and 2 start correct, 1 is then fooled
+    r = step_attack(StepF(), ConstD(1), early_stop=True)
+    assert r.clf_pred0.tolist() == [0, 1, 1] and r.ac_pred0.tolist() == [1, 1, 1]
+    d = r.decomposed_success()
+    assert (d["n"], d["correct_at_z0"], d["wrong_at_z0"]) == (3, 2, 1)
+    assert d["success_given_correct"] == 0.5 and d["successes_given_correct"] == 1
+    assert d["share_wrong_at_z0"] == pytest.approx(1 / 3) and d["success_given_wrong"] == 1.0
+    assert r.success_rate == pytest.approx(2 / 3)  # the blend the decomposition splits
+
+
+def test_projection_holds_the_step_to_z_eps() -> None:
+    f = StepF()
+    atk = UnrestrictedAttack(
+        StepG(), ConstD(1), f, steps=5, lr=0.1, lambda1=0.0, z_eps=0.05, z_project="linf",
+        show_progress=False,
+    )  # fmt: skip
+    r = atk(torch.ones(3, dtype=torch.long), z=Z_STEP)
+    # Adam's first step is lr = 0.1; the projection cuts it to z_eps = 0.05
+    assert r.z[1, 0].item() == pytest.approx(-0.03 + 0.05, abs=1e-6)
+    assert r.success.tolist() == [True, True, False]
+    assert (r.z - r.z0).abs().max().item() <= 0.05 + 1e-6
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    z_eps=st.floats(0.001, 2.0),
+    kind=st.sampled_from(["linf", "l2"]),
+)
+def test_project_z_lands_in_the_ball_and_keeps_points_inside(seed, z_eps, kind) -> None:
+    g = torch.Generator().manual_seed(seed)
+    z0, z = torch.randn(5, 7, generator=g), 3 * torch.randn(5, 7, generator=g)
+    p = project_z(z, z0, z_eps, kind)
+    d = (p - z0).double()
+    size = d.abs().amax(1) if kind == "linf" else d.square().mean(1).sqrt()
+    assert (size <= z_eps + 1e-5).all()  # float32 rounding of z⁰ + d − z⁰
+    assert torch.allclose(project_z(p, z0, z_eps, kind), p, atol=1e-6)  # idempotent
+    inside = z0 + (z - z0) * 1e-4 * z_eps
+    assert torch.allclose(project_z(inside, z0, z_eps, kind), inside)
+
+
+@pytest.mark.parametrize("kind", ["linf", "l2"])
+def test_latent_bound_holds_for_every_code_with_projection(trained, critic, kind) -> None:
+    source = torch.arange(32) % K
+    free = UnrestrictedAttack(ToyG(), critic, trained, lr=0.5, steps=8, early_stop=False)
+    r_free = free(source, z=torch.randn(32, 64, generator=torch.Generator().manual_seed(2)))
+    bound = UnrestrictedAttack(
+        ToyG(), critic, trained, lr=0.5, steps=8, early_stop=False, z_project=kind
+    )
+    r = bound(source, z=r_free.z0)
+    rms, mx = r.latent_distance()
+    size = mx if kind == "linf" else rms
+    assert float(size.max()) <= 0.1 * (1 + 1e-5)
+    assert float((mx if kind == "linf" else r_free.latent_distance()[0]).min()) > 0
+    free_size = r_free.latent_distance()[1 if kind == "linf" else 0]
+    assert float(free_size.max()) > 0.1  # without it the soft L_z lets z leave the ball
+    assert r.meta["z_project"] == kind
+
+
 # ----------------------------------------------------------------------------- end to end
 
 
@@ -386,6 +447,7 @@ def test_input_validation(trained, critic) -> None:
         (lambda: atk(src, z=torch.zeros(2, 3)), "shape"),
         (lambda: UnrestrictedAttack(g_, critic, trained, optimizer="sgd"), "optimizer"),
         (lambda: UnrestrictedAttack(g_, critic, trained, z_proximity="box"), "z_proximity"),
+        (lambda: UnrestrictedAttack(g_, critic, trained, z_project="box"), "z_project"),
         (lambda: UnrestrictedAttack(g_, critic, trained, lr=0.0), "lr"),
         (lambda: UnrestrictedAttack(g_, critic, trained, lambda1=-1.0), "lambda1"),
         (lambda: UnrestrictedAttack(g_, critic, trained, steps=-1), "steps"),
@@ -461,6 +523,26 @@ def test_safetensors_round_trip_without_pickle(tmp_path) -> None:
         assert a.dtype == b.dtype and torch.equal(a, b), name
     assert back.meta == r.meta
     assert [p.name for p in path.parent.iterdir()] == ["uae.safetensors"]  # no temp file left
+
+
+def test_latent_percentiles_by_hand_and_version_1_files_read_back(tmp_path) -> None:
+    r = hand_result()
+    r.z0 = torch.zeros(6, 5)
+    r.z = torch.zeros(6, 5)
+    r.z[0, 0], r.z[2, :] = 2.0, -1.0  # successes: rows 0, 2, 3
+    pct = r.latent_percentiles((0, 50, 100))
+    assert pct["max"] == {0: 0.0, 50: 1.0, 100: 2.0}
+    assert pct["rms"] == {0: 0.0, 50: pytest.approx(2 / 5**0.5), 100: 1.0}
+    assert r.latent_percentiles((50,), successes_only=False)["max"][50] == 0.0
+    from safetensors.torch import save
+
+    # a file written before version 2: no z⁰ predictions; they read back as unknown
+    cols = {k: getattr(r, k) for k in r._TENSORS if k not in ("clf_pred0", "ac_pred0")}
+    header = {"format": "advaug.UnrestrictedResult", "version": 1, "meta": {}}
+    path = tmp_path / "v1.safetensors"
+    path.write_bytes(save(cols, metadata={"advaug": __import__("json").dumps(header)}))
+    old = UnrestrictedResult.load(path)
+    assert (old.clf_pred0 == -1).all() and old.decomposed_success()["correct_at_z0"] is None
 
 
 def test_load_rejects_missing_and_foreign_files(tmp_path) -> None:

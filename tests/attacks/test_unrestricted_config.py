@@ -77,13 +77,30 @@ def test_technique_section_maps_to_attack_settings() -> None:
         steps=7, optimizer="sgd-noise", lr=0.2, lambda1=0.3, lambda2=0.4, z_eps=0.5,
         noise_eps=0.01, batch_size=9, early_stop=True,
     )  # fmt: skip
-    # seed mode takes only steps and attack_batch from the section; the rest is the seed preset
+    # seed mode: the seed preset's schedule with every setting of the section honoured
     seed = dataclasses.replace(sec, mode="seed").attack_config()
-    assert seed == SEED.replace(steps=7, batch_size=9)
+    assert seed == SEED.replace(
+        steps=7, optimizer="sgd-noise", batch_size=9, lr=0.2, lambda1=0.3, lambda2=0.4,
+        z_eps=0.5, noise_eps=0.01,
+    )  # fmt: skip
+    adam = UnrestrictedAugConfig(mode="seed", optimizer="adam", z_project="l2").attack_config()
+    assert (adam.optimizer, adam.z_project, adam.lr, adam.noise_eps) == ("adam", "l2", 0.05, 0.0)
+    assert (adam.early_stop, adam.grad_div) == (False, 32.0)  # the seed's schedule
+
+
+def test_paper_preset_keeps_the_seed_attack_settings() -> None:
+    from advaug.config import build_config
+
+    sec = build_config("paper").classifier.augment.unrestricted
+    cfg = sec.attack_config()
+    assert sec.mode == "seed"
+    assert cfg == SEED.replace(steps=cfg.steps, batch_size=cfg.batch_size)
 
 
 def test_evaluation_protocol_maps_to_the_fast_preset() -> None:
     assert EvalConfig(uae_steps=13).uae_attack() == FAST.replace(steps=13)
+    e = EvalConfig(uae_steps=13, uae_z_project="linf")
+    assert e.uae_attack(targeted=True) == FAST.replace(steps=13, z_project="linf", targeted=True)
 
 
 def test_from_config_and_keywords_give_the_same_attack(trained) -> None:

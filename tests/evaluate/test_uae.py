@@ -78,3 +78,134 @@ def test_balanced_sources_and_summary():
     assert s["success_rate"] == 0.75
     assert s["per_class_success"] == {"a": 0.5, "b": 1.0}
     assert s["steps_p50"] == 3
+
+
+# ------------------------------------------------------------ decomposed success, baselines
+
+
+class _StepG(nn.Module):
+    """Two classes; every pixel is sigmoid(z₀)."""
+
+    z_dim, num_classes = 2, 2
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def forward(self, z, y):
+        return torch.sigmoid(z[:, :1] + self.w).view(-1, 1, 1, 1).expand(-1, 3, 2, 2)
+
+
+class _MeanF(nn.Module):
+    """Predicts class 0 iff the mean pixel exceeds 0.5 (iff z₀ > 0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(10.0))
+
+    def forward(self, x):
+        m = x.flatten(1).mean(1)
+        return torch.stack([self.scale * (m - 0.5), torch.zeros_like(m)], dim=1)
+
+
+class _ConstD(nn.Module):
+    """An AC head that always says class ``c``."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.c, self.w = c, nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        m = x.flatten(1).mean(1) * self.w
+        return m, torch.stack([m, m], 1) + 5 * nn.functional.one_hot(torch.tensor(self.c), 2)
+
+
+def _toy_result() -> UnrestrictedResult:
+    """Source 1 for three codes: code 0 starts misclassified (z₀ > 0), code 1 is fooled after
+    one Adam step of 0.1, code 2 never."""
+    from advaug.attacks import UnrestrictedAttack
+
+    atk = UnrestrictedAttack(
+        _StepG(), _ConstD(1), _MeanF(), steps=5, lr=0.1, lambda1=0.0, show_progress=False
+    )
+    return atk(torch.ones(3, dtype=torch.long), z=torch.tensor([[1.0, 0], [-0.03, 0], [-100, 0]]))
+
+
+def test_measures_separate_the_attack_from_codes_already_misclassified():
+    from advaug.evaluate.uae import uae_measures
+
+    r = _toy_result()
+    m = uae_measures(r, _StepG(), reference=_MeanF())
+    assert m["success"] == {"value": pytest.approx(2 / 3), "n": 3}  # the blend
+    assert m["success_correct"] == {"value": 0.5, "n": 2}  # the attack's own success
+    assert m["clean_wrong_rate"] == {"value": pytest.approx(1 / 3), "n": 3}
+    # the reference (here f itself) gets both successes wrong, and 2 of 3 clean G(z⁰, s) right
+    assert m["legit"] == {"value": 0.0, "n": 2}
+    assert m["legit_clean"] == {"value": pytest.approx(2 / 3), "n": 3}
+    assert m["ac_agree_clean"] == {"value": 1.0, "n": 3}
+    assert m["ac_agree_success"] == {"value": 1.0, "n": 2}
+    # successes moved 0 (code 0) and 0.1 in one of two coordinates (code 1)
+    assert m["dz_max_p50"]["value"] == pytest.approx(0.05, abs=1e-6)
+    assert m["dz_max_p99"]["value"] == pytest.approx(0.099, abs=1e-5)
+    assert m["dz_rms_p90"]["value"] == pytest.approx(0.09 / 2**0.5, abs=1e-5)
+    assert m["dz_rms_p50"]["n"] == 2
+
+
+def test_summary_reports_the_decomposition_and_latent_percentiles():
+    s = summarize(_toy_result(), 2, None)
+    assert s["decomposed"]["correct_at_z0"] == 2 and s["successes"] == 2
+    assert s["latent_distance_over_successes"]["max_p50"] == pytest.approx(0.05, abs=1e-6)
+
+
+def test_targeted_pairs_reports_every_ordered_pair():
+    from advaug.attacks import FAST
+    from advaug.evaluate.uae import targeted_pairs
+
+    # the AC head always says 1: every 0 → 1 code fails; 1 → 0 succeeds when f can be moved
+    tp = targeted_pairs(
+        _StepG(), _ConstD(1), _MeanF(), 3, FAST.replace(steps=30, lr=0.5, lambda1=0.0), seed=0
+    )
+    assert (tp["pairs"], tp["per_pair"], tp["n"]) == (2, 3, 6)
+    assert tp["matrix"][0][0] is None and tp["matrix"][0][1] == 0.0
+    assert tp["min"] == 0.0 and tp["min_pair"] == [0, 1]
+    assert tp["max_pair"] == [1, 0] and tp["max"] == tp["matrix"][1][0] > 0
+    assert tp["mean"] == pytest.approx((tp["min"] + tp["max"]) / 2)
+
+
+def test_protocol_names_the_settings_that_differ_from_training():
+    from advaug.config import EvalConfig, UnrestrictedAugConfig
+    from advaug.evaluate.uae import attack_protocol
+
+    ev, tr = EvalConfig().uae_attack(), UnrestrictedAugConfig().attack_config()
+    line = attack_protocol(ev, 200, 0, tr)
+    assert "lambda1 0.1 vs 1.0" in line and "lambda2 0.1 vs 1.0" in line
+    assert "lr " not in line.split("differs")[1] and "\n" not in line
+    same = attack_protocol(ev, 200, 0, ev)
+    assert same.endswith("the same settings as the training attack")
+    assert "projection none" in attack_protocol(ev, 200, 0)
+
+
+def test_evaluate_model_reports_every_uae_measure_with_its_count():
+    from advaug.config import EvalConfig
+    from advaug.evaluate.suite import evaluate_model
+
+    class Pair:
+        generator, critic = _StepG(), _ConstD(1)
+
+    cfg = EvalConfig(
+        fgsm_eps=[], pgd_steps=1, robust_samples=4, gan_samples_per_class=0, uae_samples=6,
+        uae_steps=3, uae_targeted_per_pair=2, batch_size=8,
+    )  # fmt: skip
+    x, y = torch.randint(0, 256, (4, 3, 2, 2), dtype=torch.uint8), torch.tensor([0, 1, 0, 1])
+    res = evaluate_model(
+        _MeanF(), x, y, cfg, dataset="toy", gan=Pair(), reference=_MeanF(), seed=0,
+        train_attack=cfg.uae_attack().replace(lambda1=0.1),
+    )  # fmt: skip
+    m = res["metrics"]
+    for key in ("uae_success_correct", "uae_clean_wrong_rate", "uae_legit", "uae_legit_clean",
+                "uae_ac_agree_clean", "uae_dz_rms_p99", "uae_dz_max_p50",
+                "uae_targeted_success_mean", "uae_targeted_success_min"):  # fmt: skip
+        assert key in m and "n" in m[key], key
+    assert m["uae_success"]["n"] == m["uae_legit_clean"]["n"] == 6
+    assert m["uae_targeted_success_mean"]["n"] == 4  # 2 pairs x 2 codes
+    assert "lambda1 0.1 vs 1.0" in m["uae_success"]["protocol"]

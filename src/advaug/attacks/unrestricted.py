@@ -11,7 +11,12 @@ auxiliary classifier C still sees s. The per-sample objective (SEED-SPEC §5.1) 
           = max(mean_j (z_j − z⁰_j)² − z_eps², 0)      ("l2ball": RMS change ≤ z_eps)
     L_ac  = CE(C(G(z, s)), s)               (on the noise-free generator output)
 
-with optional pixel noise x̂ = clip(G(z, s) + noise_eps·tanh(n), 0, 1). The search differentiates
+with optional pixel noise x̂ = clip(G(z, s) + noise_eps·tanh(n), 0, 1). L_z is a soft constraint:
+with Adam at lr 0.05 the first step alone moves every coordinate by 0.05, and z can end far
+outside z_eps. ``z_project`` makes the bound hard, as PGD does in pixel space: after every
+optimiser step z is projected onto {|z_j − z⁰_j| ≤ z_eps} (``linf``) or
+{sqrt(mean_j (z_j − z⁰_j)²) ≤ z_eps} (``l2``, the RMS ball of ``l2ball``); the default ``none``
+keeps the seed's and Song et al.'s soft constraint only. The search differentiates
 the sum of ℓ over the active samples, so each sample is updated with the gradient of its own ℓ:
 for a generator whose samples are independent in eval mode, samples never interact, and finished
 samples leave the working batch (per-sample early stopping with compaction).
@@ -49,6 +54,7 @@ from advaug.config import (
     UNRESTRICTED_PRESETS,
     LatentOptimizer,
     UnrestrictedConfig,
+    ZProject,
     ZProximity,
     unrestricted_preset,
 )
@@ -59,6 +65,7 @@ log = get_logger(__name__)
 
 OPTIMIZERS = get_args(LatentOptimizer)
 PROXIMITIES = get_args(ZProximity)
+PROJECTIONS = get_args(ZProject)
 
 #: The presets as settings: the seed's (SEED-SPEC §4.4/§5.1), Song et al.'s code defaults
 #: (SEED-SPEC §5.2) and the fast one for augmentation; their numbers and reasons are in
@@ -92,6 +99,21 @@ def proximity_loss(z: Tensor, z0: Tensor, z_eps: float, kind: str = "hinge") -> 
     if kind == "l2ball":
         return torch.clamp(sq.mean(dim=1) - z_eps**2, min=0)
     raise AttackInputError(f"z_proximity must be one of {PROXIMITIES}, got {kind!r}")
+
+
+def project_z(z: Tensor, z0: Tensor, z_eps: float, kind: str) -> Tensor:
+    """z projected onto the z_eps ball around z⁰, per row: ``linf`` clamps each coordinate of
+    z − z⁰ to [−z_eps, z_eps]; ``l2`` scales z − z⁰ down to RMS z_eps (L2 norm z_eps·√d) when
+    it is longer; ``none`` returns z."""
+    if kind == "none":
+        return z
+    d = z - z0
+    if kind == "linf":
+        return z0 + d.clamp(-z_eps, z_eps)
+    if kind == "l2":
+        rms = d.square().mean(dim=1, keepdim=True).sqrt()
+        return z0 + d * (z_eps / rms.clamp(min=_NORM_EPS)).clamp(max=1.0)
+    raise AttackInputError(f"z_project must be one of {PROJECTIONS}, got {kind!r}")
 
 
 def ac_loss(ac_logits: Tensor, source: Tensor) -> Tensor:
@@ -221,6 +243,8 @@ class _Chunk:
             steps=out["steps"],
             clf_pred=out["clf_pred"],
             ac_pred=out["ac_pred"],
+            clf_pred0=out["clf_pred0"],
+            ac_pred0=out["ac_pred0"],
         )
 
 
@@ -261,7 +285,8 @@ class UnrestrictedAttack:
         - z: ``(N, z_dim)`` initial codes z⁰ (default: fresh draws from N(0, I)).
         - output: :class:`UnrestrictedResult` with N rows: ``images`` ``(N, C, H, W)`` as G
           makes them; ``z``, ``z0`` ``(N, z_dim)``; ``source``, ``target``, ``success``,
-          ``steps``, ``clf_pred``, ``ac_pred`` ``(N)``.
+          ``steps``, ``clf_pred``, ``ac_pred``, ``clf_pred0``, ``ac_pred0`` ``(N)`` (the
+          last two: f's and C's predictions for the clean G(z⁰, s), before any update).
 
     Examples::
 
@@ -291,6 +316,7 @@ class UnrestrictedAttack:
     lambda2 = _Setting()
     z_eps = _Setting()
     z_proximity = _Setting()
+    z_project = _Setting()
     noise_eps = _Setting()
     noise_lr = _Setting()
     eta0 = _Setting()
@@ -561,7 +587,10 @@ class UnrestrictedAttack:
                 f"the classifier must return [B, {self.num_classes}] logits, "
                 f"got {tuple(logits.shape)}"
             )
+        _, clf_pred0, ac_pred0 = self._judge(fwd)  # step 0: every row, at z = z⁰, n = 0
         return {
+            "clf_pred0": clf_pred0.detach().clone(),
+            "ac_pred0": ac_pred0.detach().clone(),
             "images": torch.empty((b, *fwd.x_hat.shape[1:]), device=device),
             "z": torch.empty_like(run.z0),
             "success": torch.zeros(b, dtype=torch.bool, device=device),
@@ -618,6 +647,9 @@ class UnrestrictedAttack:
             self._sgd_noise_step(t, rows, run, gz, gn)
         else:
             self._adam_step(t, rows, run, gz, gn)
+        if self.z_project != "none":
+            with torch.no_grad():
+                run.z[rows] = project_z(run.z[rows], run.z0[rows], self.z_eps, self.z_project)
 
     @torch.no_grad()
     def _sgd_noise_step(
@@ -662,6 +694,7 @@ __all__ = [
     "UnrestrictedAttack",
     "UnrestrictedResult",
     "ac_loss",
+    "project_z",
     "proximity_loss",
     "targeted_loss",
     "untargeted_loss",

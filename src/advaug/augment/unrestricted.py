@@ -2,21 +2,35 @@
 
 ``pooled`` (default): a pool of ``pool_size`` (z, y) codes is attacked against the current
 classifier once, then ``refresh_fraction`` of it (oldest first) is re-attacked every
-``refresh_every`` steps, with a step budget and per-sample early stopping. Each training batch
-draws its n_a augmented examples from the pool entries that are *valid*: the attack succeeded
-(f is fooled) and the AC head still sees the source class. Optionally (``dedup_threshold``)
-entries whose latents collapse onto another entry of the same class are re-drawn at the next
-refresh, which keeps the pool diverse.
+``refresh_every`` steps, with a step budget and per-sample early stopping. An entry is *valid*
+when its attack succeeded (f fooled, the AC head still sees the source class). Each training
+batch draws its n_a examples from the valid entries.
+
+An entry lives ``refresh_every / refresh_fraction`` steps (200 by default) while the model
+learns, so it may stop fooling the model long before it is re-attacked. With ``recheck`` (the
+default) every draw is re-checked against the current model in one eval-mode forward (its mode
+restored, no gradient): only the entries f still gets wrong carry loss (the ``keep`` mask of
+:mod:`advaug.augment.base`, fixed shapes and no host sync), and those f now gets right are
+marked invalid, so they are not drawn again until their refresh re-attacks them. Filtering,
+rather than re-attacking at once, costs one forward per step instead of a latent search, and
+trains only on current adversarial examples; the price is a smaller n_a when the pool goes
+stale, which the log shows. The AC head's verdict needs no re-check: the GAN does not change.
+
+The technique logs, per epoch record (``metrics.jsonl``): ``pool_valid`` (share of the pool
+valid now), ``pool_still_adv`` (share of the drawn valid entries that still fooled the model),
+``pool_age_mean`` / ``pool_age_max`` (steps since the attack of the entries trained on),
+``pool_reuse_mean`` (times an entry was trained on before its refresh, over the entries
+refreshed in the record's window) and ``pool_draws``.
+
+Optionally (``dedup_threshold``) entries whose latents collapse onto another entry of the same
+class are re-drawn at the next refresh, which keeps the pool diverse.
 
 ``seed``: the seed's schedule for comparison: every batch attacks fresh codes for the batch's
-labels with the seed's optimiser (SGD with annealed gradient noise) for ``steps`` steps. The
-seed's bugs stay fixed: fresh z⁰ per batch, and only successful, AC-agreeing samples are used.
+labels (no early stop, the seed preset's grad_div and gradient noise) and uses the successful,
+AC-agreeing ones, which fool the current model by construction. The section's optimizer, lr,
+lambda1, lambda2, z_eps, z_project and noise_eps hold in both modes (``paper`` sets the seed's).
 
-The attack's settings come from :meth:`~advaug.config.UnrestrictedAugConfig.attack_config`. In
-``seed`` mode only ``steps`` and ``attack_batch`` are read from the section; everything else is
-the ``seed`` preset's (sgd-noise, lr 0.1, λ1 = λ2 = 0.1, z_eps 0.1, pixel noise 0.05,
-grad_div 32, no early stop), whatever ``optimizer``, ``lr``, ``lambda1``, ``lambda2``,
-``z_eps`` and ``noise_eps`` say.
+The attack's settings come from :meth:`~advaug.config.UnrestrictedAugConfig.attack_config`.
 """
 
 from __future__ import annotations
@@ -72,11 +86,28 @@ class UnrestrictedTechnique(Technique):
         self.labels = torch.zeros(self.size, dtype=torch.long, device=device)
         self.z = torch.zeros(self.size, self.g.z_dim, device=device)
         self.valid = torch.zeros(self.size, dtype=torch.bool, device=device)
+        self.born = torch.zeros(self.size, dtype=torch.long, device=device)  # step attacked
+        self.uses = torch.zeros(self.size, dtype=torch.long, device=device)  # times trained on
+        self.window = self._empty_window()
         self.n_valid = 0  # host copy of valid.sum(), refreshed only when the pool changes
         self.pointer = 0  # next pool entry to refresh
         self.last_refresh = -1
         self.stats = {"attacked": 0, "succeeded": 0, "steps_sum": 0}
         self.attack_batch = cfg.attack_batch  # lowered if the device runs out of memory
+        if cfg.mode == "seed":
+            log.info("unrestricted technique, mode seed: attack %s", cfg.attack_config())
+
+    def _empty_window(self) -> dict[str, torch.Tensor]:
+        """The draw statistics since the last record, as device tensors (no host sync)."""
+        z = torch.zeros((), dtype=torch.long, device=self.device)
+        return {
+            "draws": z.clone(),  # drawn entries that were valid
+            "kept": z.clone(),  # of those, still fooling the model
+            "age_sum": z.clone(),  # summed age of the kept ones
+            "age_max": z.clone(),
+            "retired": z.clone(),  # entries re-attacked at refreshes
+            "retired_uses": z.clone(),  # their summed use counts
+        }
 
     def _attack(self, model: nn.Module, labels: torch.Tensor):
         """Attack ``labels``' codes; an attack batch the device has no memory for is halved
@@ -117,9 +148,15 @@ class UnrestrictedTechnique(Technique):
             n = max(1, int(round(self.cfg.refresh_fraction * self.size)))
             idx = (self.pointer + torch.arange(n, device=self.device)) % self.size
             self.pointer = int((self.pointer + n) % self.size)
+        first = self.images.numel() == 0
+        if not first:
+            self.window["retired"] += idx.numel()
+            self.window["retired_uses"] += self.uses[idx].sum()
         res = self._attack(model, self.labels[idx])
-        if self.images.numel() == 0:  # images shaped like the generator's output
+        if first:  # images shaped like the generator's output
             self.images = torch.zeros((self.size, *res.images.shape[1:]), device=self.device)
+        self.born[idx] = step
+        self.uses[idx] = 0
         self.images[idx] = res.images.to(self.images.dtype)
         self.z[idx] = res.z.to(self.z.dtype)
         self.valid[idx] = res.success.to(self.device)
@@ -152,8 +189,47 @@ class UnrestrictedTechnique(Technique):
         if self.n_valid == 0:
             return None
         # uniform over valid entries, drawn on the device: no host sync in the training step
-        pick = torch.multinomial(self.valid.float(), n, replacement=True, generator=self.rng)
-        return self.images[pick].to(x.dtype), self.labels[pick]
+        # (re-checks may have invalidated every entry since n_valid was counted: then draw
+        # uniformly, and the keep mask drops them all)
+        w = self.valid.float()
+        w = w + (w.sum() == 0).float()
+        pick = torch.multinomial(w, n, replacement=True, generator=self.rng)
+        images, labels = self.images[pick].to(x.dtype), self.labels[pick]
+        valid = self.valid[pick]
+        if not self.cfg.recheck:
+            self._account(pick, valid, valid, step)
+            return images, labels
+        keep = self._recheck(model, images, labels) & valid
+        # duplicates in pick carry equal values (same image, same model), so scatter is exact
+        self.valid.scatter_(0, pick, keep)
+        self._account(pick, valid, keep, step)
+        return images, labels, keep
+
+    @staticmethod
+    @torch.no_grad()
+    def _recheck(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Which drawn images the current model still gets wrong: one eval-mode forward, no
+        gradient, the model's mode restored."""
+        was = model.training
+        model.eval()
+        try:
+            return model(images).argmax(1) != labels
+        finally:
+            model.train(was)
+
+    @torch.no_grad()
+    def _account(
+        self, pick: torch.Tensor, valid: torch.Tensor, keep: torch.Tensor, step: int
+    ) -> None:
+        """Count the uses of the kept entries and the draw statistics (device ops only)."""
+        self.uses.index_add_(0, pick, keep.long())
+        age = (step - self.born[pick]) * keep
+        win = self.window
+        win["draws"] += valid.sum()
+        win["kept"] += keep.sum()
+        win["age_sum"] += age.sum()
+        win["age_max"] = torch.maximum(win["age_max"], age.max())
+        return keep
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -163,6 +239,9 @@ class UnrestrictedTechnique(Technique):
             "labels": self.labels,
             "z": self.z,
             "valid": self.valid,
+            "born": self.born,
+            "uses": self.uses,
+            "window": dict(self.window),
             "pointer": self.pointer,
             "last_refresh": self.last_refresh,
             "stats": dict(self.stats),
@@ -172,11 +251,20 @@ class UnrestrictedTechnique(Technique):
         restore_generator(self.rng, state["rng"], int(self.rng.initial_seed()))
         for name in ("images", "labels", "z", "valid"):
             setattr(self, name, state[name].to(self.device))
+        # checkpoints from before the re-check lack the ages and use counts: they start at 0
+        for name in ("born", "uses"):
+            if name in state:
+                setattr(self, name, state[name].to(self.device))
+        self.window = self._empty_window()
+        for name, value in state.get("window", {}).items():
+            self.window[name] = value.to(self.device)
         self.n_valid = int(self.valid.sum())
         self.pointer, self.last_refresh = state["pointer"], state["last_refresh"]
         self.stats = dict(state["stats"])
 
     def metrics(self) -> dict[str, float]:
+        """The attack's running numbers, and the pool's since the last call (one record);
+        ``pool_still_adv`` only with ``recheck`` (without it every valid draw is used)."""
         s = self.stats
         out: dict[str, float] = {}
         if s["attacked"]:
@@ -185,4 +273,14 @@ class UnrestrictedTechnique(Technique):
             out["uae_attacked"] = s["attacked"]
         if self.cfg.mode == "pooled" and self.images.numel():
             out["pool_valid"] = self.valid.float().mean().item()
+            w = {k: int(v) for k, v in self.window.items()}
+            self.window = self._empty_window()
+            out["pool_draws"] = w["draws"]
+            if w["draws"] and self.cfg.recheck:
+                out["pool_still_adv"] = w["kept"] / w["draws"]
+            if w["kept"]:
+                out["pool_age_mean"] = w["age_sum"] / w["kept"]
+                out["pool_age_max"] = w["age_max"]
+            if w["retired"]:
+                out["pool_reuse_mean"] = w["retired_uses"] / w["retired"]
         return out

@@ -10,21 +10,52 @@ from typing import Any
 import torch
 from torch import nn
 
-from advaug.attacks import UnrestrictedResult
+from advaug.attacks import UnrestrictedConfig, UnrestrictedResult
 from advaug.config import EvalConfig, StudyConfig
 from advaug.data.types import class_balanced_subset
 from advaug.evaluate.accuracy import accuracy, predict
 from advaug.evaluate.robustness import robustness
-from advaug.evaluate.uae import check_out, legitimacy, run_uae
+from advaug.evaluate.uae import (
+    attack_protocol,
+    check_out,
+    run_uae,
+    targeted_pairs,
+    uae_measures,
+)
 from advaug.log import get_logger
 
 log = get_logger(__name__)
 
 
-def metric(value: float | None, protocol: str) -> dict[str, Any]:
+def metric(value: float | None, protocol: str, n: int | None = None) -> dict[str, Any]:
+    """``{"value", "protocol"}``, and ``"n"`` (the count behind a rate) when given."""
     if value is not None and isinstance(value, float) and math.isnan(value):
         value = None
-    return {"value": value, "protocol": protocol}
+    out: dict[str, Any] = {"value": value, "protocol": protocol}
+    if n is not None:
+        out["n"] = n
+    return out
+
+
+#: The UAE measures of :func:`advaug.evaluate.uae.uae_measures` as metrics: key, protocol.
+UAE_METRICS = {
+    "success_correct": "the attack's success among the codes f classified correctly at z⁰ "
+    "(n = those codes)",
+    "success": "success over all codes, those f already misclassified at z⁰ included",
+    "clean_wrong_rate": "share of codes f already misclassified at z⁰, before any update",
+    "legit": "share of the successes that the independent reference classifier labels as "
+    "the source class (n = successes)",
+    "legit_clean": "the reference classifier's accuracy on the clean G(z⁰, s) of all codes: "
+    "the baseline of uae_legit",
+    "ac_agree_success": "share of the successes whose AC-head class is the source (1 by the "
+    "success definition)",
+    "ac_agree_clean": "share of the clean G(z⁰, s) whose AC-head class is the source",
+    **{
+        f"dz_{kind}_p{q}": f"{q}th percentile over successes of the {what} |z − z⁰| per code"
+        for kind, what in (("rms", "RMS over coordinates of"), ("max", "max over coordinates of"))
+        for q in (50, 90, 99)
+    },
+}
 
 
 @torch.no_grad()
@@ -59,8 +90,13 @@ def evaluate_model(
     transfer: UnrestrictedResult | None = None,
     transfer_from: str = "",
     seed: int = 0,
+    train_attack: UnrestrictedConfig | None = None,
 ) -> dict[str, Any]:
-    """All metrics of the protocol for one model (in eval mode on its own device)."""
+    """All metrics of the protocol for one model (in eval mode on its own device).
+
+    ``train_attack``: the unrestricted technique's training attack; the UAE protocol lines
+    name every setting in which the evaluation's attack differs from it.
+    """
     device = next(model.parameters()).device
     model.eval()
     out: dict[str, Any] = {}
@@ -99,20 +135,7 @@ def evaluate_model(
             f"({gx.shape[0]}), fixed latents seed {seed}",
         )
     if gan is not None and cfg.uae_samples:
-        attack = cfg.uae_attack()
-        res = run_uae(gan.generator, gan.critic, model, cfg.uae_samples, attack, seed=seed)
-        proto = (
-            f"untargeted latent attack (fast preset: Adam, early stop), {cfg.uae_steps} steps, "
-            f"{cfg.uae_samples} balanced sources, seed {seed}; success = f wrong and AC = source"
-        )
-        out["uae_success"] = metric(res.success_rate, proto)
-        out["uae_steps_p50"] = metric(res.steps_percentiles((50,))[50], proto)
-        if reference is not None:
-            out["uae_legit"] = metric(
-                legitimacy(res, reference),
-                "share of UAE successes that the independent reference classifier labels as "
-                "the source class",
-            )
+        out.update(_uae_metrics(model, gan, reference, cfg, seed, train_attack))
     if transfer is not None and len(transfer.successes()):
         ok = transfer.successes()
         acc = (predict(model, ok.images, cfg.batch_size).argmax(1) == ok.source.cpu()).double()
@@ -121,6 +144,44 @@ def evaluate_model(
             f"accuracy (label = source) on {len(ok)} UAEs made against {transfer_from}",
         )
     return {"metrics": out, "per_class_top1": clean["per_class"]}
+
+
+def _uae_metrics(
+    model: nn.Module,
+    gan: Any,
+    reference: nn.Module | None,
+    cfg: EvalConfig,
+    seed: int,
+    train_attack: UnrestrictedConfig | None,
+) -> dict[str, Any]:
+    """The UAE block: decomposed success, legitimacy with its baseline, AC agreement, latent
+    distance, steps and (with ``uae_targeted_per_pair``) targeted success per pair."""
+    attack = cfg.uae_attack()
+    res = run_uae(gan.generator, gan.critic, model, cfg.uae_samples, attack, seed=seed)
+    proto = attack_protocol(attack, cfg.uae_samples, seed, train_attack)
+    out: dict[str, Any] = {}
+    measures = uae_measures(res, gan.generator, reference, cfg.batch_size)
+    for key, what in UAE_METRICS.items():
+        if key in measures:
+            m = measures[key]
+            out[f"uae_{key}"] = metric(m["value"], f"{what}; {proto}", m["n"])
+    out["uae_steps_p50"] = metric(res.steps_percentiles((50,))[50], proto, int(res.success.sum()))
+    if cfg.uae_targeted_per_pair:
+        tp = targeted_pairs(
+            gan.generator, gan.critic, model, cfg.uae_targeted_per_pair,
+            cfg.uae_attack(targeted=True), seed=seed,
+        )  # fmt: skip
+        t_proto = (
+            f"targeted success per (source, target) pair over all {tp['pairs']} pairs, "
+            f"{tp['per_pair']} codes each ({tp['n']} in all); worst pair {tp['min_pair']}, "
+            f"best {tp['max_pair']}; "
+            + attack_protocol(cfg.uae_attack(targeted=True), tp["n"], seed, None)
+        )
+        for stat in ("mean", "min", "max"):
+            out[f"uae_targeted_success_{stat}"] = metric(
+                tp[stat], f"{stat} of the {t_proto}", tp["n"]
+            )
+    return out
 
 
 #: RobustBench's CIFAR L∞ budget and test-set size.

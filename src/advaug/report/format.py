@@ -11,13 +11,17 @@ import re
 DASH = "—"
 
 _FIRST = ["clean_top1", "clean_top5"]
-_LATER = ["gan_acc", "uae_success", "uae_legit", "uae_steps_p50", "transfer_uae_acc"]
+_LATER = ["gan_acc", "uae_success_correct", "uae_clean_wrong_rate", "uae_success", "uae_legit",
+          "uae_legit_clean", "uae_steps_p50", "transfer_uae_acc"]  # fmt: skip
 _LABELS = {
     "clean_top1": "Clean top-1",
     "clean_top5": "Clean top-5",
     "gan_acc": "GAN-sample acc.",
-    "uae_success": "UAE success",
+    "uae_success_correct": "UAE success (correct at z⁰)",
+    "uae_clean_wrong_rate": "Wrong at z⁰",
+    "uae_success": "UAE success (all codes)",
     "uae_legit": "UAE legitimate",
+    "uae_legit_clean": "Legitimate, clean G(z⁰)",
     "uae_steps_p50": "UAE steps (median)",
     "transfer_uae_acc": "Transferred-UAE acc.",
     "fid": "FID",
@@ -31,7 +35,11 @@ _LABELS = {
 _ATTACK_NAMES = {"fgsm": "FGSM", "autoattack": "AutoAttack", "pgd": "PGD", "cw": "CW"}
 _NOT_PERCENT = ("steps", "seconds", "time", "fid", "kid", "inception", "loss", "count", "lpips")
 _PERCENT = ("top1", "top5", "acc", "success", "legit", "agree", "rate", "@")
-_LOWER_BETTER = {"uae_success", "fid", "intra_fid", "kid"}
+_LOWER_BETTER = {"uae_success", "uae_success_correct", "uae_clean_wrong_rate", "fid", "intra_fid",
+                 "kid", "uae_targeted_success_mean", "uae_targeted_success_min",
+                 "uae_targeted_success_max"}  # fmt: skip
+#: Properties of the GAN and the attack, not of the classifier: no better direction.
+_NO_DIRECTION = {"uae_legit", "uae_legit_clean", "uae_ac_agree_clean", "uae_ac_agree_success"}
 _HIGHER_BETTER = {"uae_steps_p50", "is", "is_mean", "inception_score"}
 
 
@@ -79,7 +87,7 @@ def direction(key: str) -> str | None:
         return "lower"
     if key in _HIGHER_BETTER:
         return "higher"
-    if is_percent(key) and key not in ("uae_legit",) and "success" not in key:
+    if is_percent(key) and key not in _NO_DIRECTION and "success" not in key:
         return "higher"
     return None
 

@@ -888,6 +888,7 @@ def _evaluate_all(cfg: StudyConfig, out: Path, splits: Splits, pair, reference) 
             transfer=transfer if name != baseline else None,
             transfer_from=transfer_from,
             seed=cfg.seed,
+            gan_batch=cfg.gan.batch_size,
         )
         result = json.loads((folder / "result.json").read_text())
         res.update(

@@ -47,6 +47,7 @@ __all__ = [
     "fid",
     "frechet_distance",
     "gan_test_accuracy",
+    "gan_test_outcomes",
     "generator_quality",
     "inception_score",
     "intra_class_fid",
@@ -413,6 +414,43 @@ def _generate(
 
 
 @torch.no_grad()
+def gan_test_outcomes(
+    classifier: nn.Module,
+    generator: Generator,
+    num_per_class: int,
+    batch_size: int = 500,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """Per sample: the label and whether ``classifier`` gets it right, for ``num_per_class``
+    samples of every class (z and label order from ``seed``: the same samples for every
+    classifier).
+
+    Labels are shuffled so that every generator batch mixes classes, and every batch holds
+    ``batch_size`` samples (the last one is filled up with extra random labels that are then
+    dropped): with ``bn_stats="batch"`` the images depend on the batch, so ``batch_size`` should
+    be the batch the GAN trained with. Returns (labels [N], correct [N] bool), on the CPU.
+    """
+    K = generator.num_classes
+    rng = torch.Generator().manual_seed(seed)
+    n = num_per_class * K
+    labels = _balanced_labels(n, K, rng)
+    fill = (-n) % batch_size
+    padded = torch.cat([labels, torch.randint(0, K, (fill,), generator=rng)])
+    device = _device_of(classifier)
+    correct: list[Tensor] = []
+    was_training = classifier.training
+    classifier.eval()
+
+    def consume(x: Tensor, y: Tensor) -> None:
+        correct.append(classifier(x.to(device)).argmax(1).cpu() == y)
+
+    try:
+        _generate(generator, padded, rng, batch_size, consume)
+    finally:
+        classifier.train(was_training)
+    return labels, torch.cat(correct)[:n]
+
+
 def gan_test_accuracy(
     classifier: nn.Module,
     generator: Generator,
@@ -422,26 +460,14 @@ def gan_test_accuracy(
 ) -> tuple[float, Tensor]:
     """Top-1 of a (real-data) classifier on ``num_per_class`` samples of every class.
 
-    The seed reported 89 % for this "GAN-test" accuracy. Labels are shuffled so that every
-    generator batch mixes classes (as in training). Returns (overall, per-class [K] float64).
+    The seed reported 89 % for this "GAN-test" accuracy. The samples are those of
+    :func:`gan_test_outcomes` (shuffled labels, full batches). Returns (overall, per-class [K]
+    float64).
     """
     K = generator.num_classes
-    rng = torch.Generator().manual_seed(seed)
-    labels = _balanced_labels(num_per_class * K, K, rng)
-    device = _device_of(classifier)
-    correct = torch.zeros(K, dtype=torch.float64)
-    was_training = classifier.training
-    classifier.eval()
-
-    def consume(x: Tensor, y: Tensor) -> None:
-        pred = classifier(x.to(device)).argmax(1).cpu()
-        correct.index_add_(0, y, (pred == y).double())
-
-    try:
-        _generate(generator, labels, rng, batch_size, consume)
-    finally:
-        classifier.train(was_training)
-    per_class = correct / num_per_class
+    labels, ok = gan_test_outcomes(classifier, generator, num_per_class, batch_size, seed)
+    per_class = torch.zeros(K, dtype=torch.float64).index_add_(0, labels, ok.double())
+    per_class /= num_per_class
     return float(per_class.mean()), per_class
 
 

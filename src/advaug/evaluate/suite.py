@@ -13,7 +13,8 @@ from torch import nn
 from advaug.attacks import UnrestrictedResult
 from advaug.config import EvalConfig, StudyConfig
 from advaug.data.types import class_balanced_subset
-from advaug.evaluate.accuracy import accuracy, predict
+from advaug.evaluate.accuracy import accuracy, pack_outcomes, predict
+from advaug.evaluate.gan_quality import gan_test_outcomes
 from advaug.evaluate.robustness import robustness
 from advaug.evaluate.uae import check_out, legitimacy, run_uae
 from advaug.log import get_logger
@@ -21,30 +22,19 @@ from advaug.log import get_logger
 log = get_logger(__name__)
 
 
-def metric(value: float | None, protocol: str) -> dict[str, Any]:
+def metric(value: float | None, protocol: str, n: int | None = None) -> dict[str, Any]:
+    """One metric: its value, its protocol line and, for a rate, ``n``: the count it is a share
+    of (the report gives every rate with an ``n`` its Wilson 95 % interval)."""
     if value is not None and isinstance(value, float) and math.isnan(value):
         value = None
-    return {"value": value, "protocol": protocol}
+    out: dict[str, Any] = {"value": value, "protocol": protocol}
+    if n is not None:
+        out["n"] = int(n)
+    return out
 
 
-@torch.no_grad()
-def gan_eval_set(generator: nn.Module, per_class: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """A fixed set of clean AC-GAN samples (the same for every model of a study)."""
-    device = next(generator.parameters()).device
-    k = generator.num_classes
-    g = torch.Generator().manual_seed(seed + 99)
-    y = torch.arange(k).repeat_interleave(per_class)
-    z = torch.randn(y.shape[0], generator.z_dim, generator=g)
-    was = generator.training
-    generator.eval()
-    imgs = torch.cat(
-        [
-            generator(z[i : i + 500].to(device), y[i : i + 500].to(device)).cpu()
-            for i in range(0, y.shape[0], 500)
-        ]
-    )
-    generator.train(was)
-    return imgs, y
+#: Offset of the GAN-sample accuracy's stream from the study's seed (its own fixed samples).
+GAN_ACC_STREAM = 99
 
 
 def evaluate_model(
@@ -59,15 +49,26 @@ def evaluate_model(
     transfer: UnrestrictedResult | None = None,
     transfer_from: str = "",
     seed: int = 0,
+    gan_batch: int | None = None,
 ) -> dict[str, Any]:
-    """All metrics of the protocol for one model (in eval mode on its own device)."""
+    """All metrics of the protocol for one model (in eval mode on its own device).
+
+    Returns ``metrics`` (value, protocol and, for rates, ``n``), ``per_class_top1`` and
+    ``per_image``: for each rate over a fixed item list (the same test images, subset, GAN
+    samples and latent codes for every model of a study), its per-item outcomes packed by
+    :func:`advaug.evaluate.accuracy.pack_outcomes`, for the report's paired intervals.
+    ``gan_batch`` is the batch the GAN trained with (the GAN samples are generated in shuffled
+    batches of that size; default ``cfg.batch_size``).
+    """
     device = next(model.parameters()).device
     model.eval()
     out: dict[str, Any] = {}
+    outcomes: dict[str, torch.Tensor] = {}
     n = test_x.shape[0]
     clean = accuracy(model, test_x, test_y, cfg.batch_size)
-    out["clean_top1"] = metric(clean["top1"], f"{dataset} test split, {n} images")
-    out["clean_top5"] = metric(clean["top5"], f"{dataset} test split, {n} images")
+    out["clean_top1"] = metric(clean["top1"], f"{dataset} test split, {n} images", n)
+    out["clean_top5"] = metric(clean["top5"], f"{dataset} test split, {n} images", n)
+    outcomes["clean_top1"], outcomes["clean_top5"] = clean["hits1"], clean["hits5"]
     rx, ry = test_x, test_y
     if cfg.robust_samples and cfg.robust_samples < n:
         sub = class_balanced_subset(test_x, test_y, cfg.robust_samples, seed=0)
@@ -88,15 +89,20 @@ def evaluate_model(
             device=device,
             split=f"{dataset} test (class-balanced)",
             seed=seed,
+            outcomes=outcomes,
         )
     )
     if gan is not None and cfg.gan_samples_per_class:
-        gx, gy = gan_eval_set(gan.generator, cfg.gan_samples_per_class, seed)
-        acc = (predict(model, gx, cfg.batch_size).argmax(1) == gy).double().mean().item()
+        batch = gan_batch or cfg.batch_size
+        _, ok = gan_test_outcomes(
+            model, gan.generator, cfg.gan_samples_per_class, batch, seed + GAN_ACC_STREAM
+        )
+        outcomes["gan_acc"] = ok
         out["gan_acc"] = metric(
-            acc,
-            f"clean AC-GAN samples, {cfg.gan_samples_per_class} per class "
-            f"({gx.shape[0]}), fixed latents seed {seed}",
+            ok.double().mean().item(),
+            f"clean AC-GAN samples, {cfg.gan_samples_per_class} per class ({ok.shape[0]}), "
+            f"generated in shuffled mixed-class batches of {batch}, fixed latents seed {seed}",
+            ok.shape[0],
         )
     if gan is not None and cfg.uae_samples:
         attack = cfg.uae_attack()
@@ -105,13 +111,15 @@ def evaluate_model(
             f"untargeted latent attack (fast preset: Adam, early stop), {cfg.uae_steps} steps, "
             f"{cfg.uae_samples} balanced sources, seed {seed}; success = f wrong and AC = source"
         )
-        out["uae_success"] = metric(res.success_rate, proto)
+        out["uae_success"] = metric(res.success_rate, proto, len(res))
+        outcomes["uae_success"] = res.success.cpu()
         out["uae_steps_p50"] = metric(res.steps_percentiles((50,))[50], proto)
         if reference is not None:
             out["uae_legit"] = metric(
                 legitimacy(res, reference),
                 "share of UAE successes that the independent reference classifier labels as "
                 "the source class",
+                len(res.successes()),
             )
     if transfer is not None and len(transfer.successes()):
         ok = transfer.successes()
@@ -119,8 +127,14 @@ def evaluate_model(
         out["transfer_uae_acc"] = metric(
             acc.mean().item(),
             f"accuracy (label = source) on {len(ok)} UAEs made against {transfer_from}",
+            len(ok),
         )
-    return {"metrics": out, "per_class_top1": clean["per_class"]}
+        outcomes["transfer_uae_acc"] = acc.bool()
+    return {
+        "metrics": out,
+        "per_class_top1": clean["per_class"],
+        "per_image": {k: pack_outcomes(v) for k, v in outcomes.items()},
+    }
 
 
 #: RobustBench's CIFAR L∞ budget and test-set size.
@@ -232,6 +246,7 @@ def evaluate_checkpoint(
         dataset=cfg.data.name,
         gan=pair,
         seed=cfg.seed,
+        gan_batch=cfg.gan.batch_size,
     )
     res["checkpoint"] = str(checkpoint)
     res["robustbench"] = robustbench_comparability(cfg, len(splits.test))

@@ -24,7 +24,14 @@ from advaug.report.format import (
 )
 from advaug.report.human import human_html
 from advaug.report.load import StudyData, num
-from advaug.report.tables import ResultsTable, cell_text, header
+from advaug.report.tables import (
+    INTERVAL_PROTOCOL,
+    ResultsTable,
+    cell_text,
+    diff_text,
+    header,
+    interval_text,
+)
 
 CSS = """
 *{box-sizing:border-box}
@@ -175,6 +182,11 @@ def _howto(table: ResultsTable) -> str:
         "std are not evidence.",
         "↑ marks rows where higher is better for the classifier, ↓ where lower is better; "
         "<b>bold</b> is the best mean of such a row.",
+        "Under a rate: its <b>Wilson 95 % interval</b> and the number of items n it is a share "
+        "of (test images, GAN samples, latent codes); under each technique, its <b>difference "
+        "from <code>none</code></b> in percentage points with a 95 % bootstrap interval over "
+        "seeds and items. An interval that excludes 0 is evidence of a difference; one that "
+        "spans 0 is not.",
         "Each metric's number in the first column points to its protocol below the table (data "
         "split, sample counts, attack and budget, checkpoint). Numbers measured under different "
         "protocols are not comparable.",
@@ -253,6 +265,15 @@ def results_table(table: ResultsTable) -> str:
             text = escape(cell_text(table, t, k))
             seeds = _seed_line(k, s.values, ref) if len(s.values) > 1 else ""
             extra = f'<span class="seeds">{escape(seeds)}</span>' if seeds else ""
+            if s.ci is not None:
+                extra += (
+                    f'<span class="seeds">95% CI {escape(interval_text(k, s.ci))}, '
+                    f"n={s.items}</span>"
+                )
+            d = table.diffs.get(t, {}).get(k)
+            if d is not None:
+                unit = " pp" if is_percent(k) else ""
+                extra += f'<span class="seeds">vs none {escape(diff_text(k, d))}{unit}</span>'
             cls = "num best" if t in best else "num"
             cells.append(f'<td class="{cls}">{text}{extra}</td>')
         rows.append(f"<tr><td>{name}<br><code>{escape(k)}</code></td>{''.join(cells)}</tr>")
@@ -263,6 +284,7 @@ def results_table(table: ResultsTable) -> str:
     return (
         f'<div class="wide"><table>{"".join(rows)}</table></div>'
         f'<h3>Protocol</h3><ol class="protocol">{protos}</ol>'
+        f'<p class="muted">Intervals: {escape(INTERVAL_PROTOCOL)}</p>'
     )
 
 

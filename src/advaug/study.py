@@ -741,12 +741,16 @@ def _write_info(out: Path, info: dict[str, Any]) -> None:
 
 
 def _gan_quality(cfg, out: Path, pair, reference, splits: Splits) -> dict[str, Any]:
-    """Classifier-feature FID etc. (offline), GAN-test accuracy, AC accuracy; cached."""
+    """Classifier-feature FID etc. (offline), GAN-test accuracy, AC accuracy; cached. Each
+    number of the generator stands beside the same number for real data (``real``): FID-type
+    numbers against two disjoint real halves of the same size, accuracies on the real test
+    split; rates carry their count ``n`` (and ``real_n``)."""
+    from advaug.evaluate.accuracy import predict
     from advaug.evaluate.gan_quality import (
         ClassifierFeatures,
         ac_accuracy,
         gan_test_accuracy,
-        generator_quality,
+        quality_with_baseline,
     )
 
     key = config_hash(
@@ -755,6 +759,7 @@ def _gan_quality(cfg, out: Path, pair, reference, splits: Splits) -> dict[str, A
             "data": to_dict(cfg.data),
             "ref": _ref_hash(out),
             "threshold": cfg.evaluate.collapse_threshold,
+            "version": 2,  # 2: real-vs-real baselines, counts
         }
     )
     cache = out / "gan_quality.json"
@@ -765,16 +770,14 @@ def _gan_quality(cfg, out: Path, pair, reference, splits: Splits) -> dict[str, A
     device = next(pair.generator.parameters()).device
     test = splits.test
     real = test.x.float().div(255)
-    n_fake = min(max(len(test), 2 * splits.num_classes), MAX_QUALITY_SAMPLES)
-    q = generator_quality(
+    scaled = quality_with_baseline(
         pair.generator,
         real,
         test.y,
         ClassifierFeatures(reference, name=f"reference {cfg.reference_model.name}"),
-        n_fake,
         seed=cfg.seed,
     )
-    lines = q["protocol_lines"]
+    q, base, lines = scaled["generator"], scaled["real"], scaled["protocol_lines"]
     ratio = q["per_class"]["diversity_ratio"]
     collapsed = int((ratio < cfg.evaluate.collapse_threshold).sum())
     if collapsed:
@@ -785,14 +788,23 @@ def _gan_quality(cfg, out: Path, pair, reference, splits: Splits) -> dict[str, A
             cfg.evaluate.collapse_threshold,
         )
     per = max(1, cfg.evaluate.gan_samples_per_class)
-    gtest, _ = gan_test_accuracy(reference, pair.generator, per, seed=cfg.seed)
+    n_gen = per * splits.num_classes
+    gtest, _ = gan_test_accuracy(reference, pair.generator, per, cfg.gan.batch_size, cfg.seed)
+    ref_real = (predict(reference, test.x).argmax(1) == test.y.cpu()).double().mean().item()
     ac = ac_accuracy(pair.critic, real.to(device), test.y.to(device))
+    ac_gen, _ = gan_test_accuracy(
+        _ACHead(pair.critic), pair.generator, per, cfg.gan.batch_size, cfg.seed
+    )
+
+    def both(name: str) -> dict[str, Any]:
+        return {"value": q[name], "real": base[name]}
+
     quality = {
-        "classifier_fid": {"value": q["fid"], "protocol": lines["fid"]},
-        "intra_fid": {"value": q.get("intra_fid"), "protocol": lines["intra_fid"]},
-        "precision": {"value": q["precision"], "protocol": lines["precision_recall"]},
-        "recall": {"value": q["recall"], "protocol": lines["precision_recall"]},
-        "diversity_ratio": {"value": q["diversity_ratio"], "protocol": lines["diversity"]},
+        "classifier_fid": {**both("fid"), "protocol": lines["fid"]},
+        "intra_fid": {**both("intra_fid"), "protocol": lines["intra_fid"]},
+        "precision": {**both("precision"), "protocol": lines["precision_recall"]},
+        "recall": {**both("recall"), "protocol": lines["precision_recall"]},
+        "diversity_ratio": {**both("diversity_ratio"), "protocol": lines["diversity"]},
         "collapsed_classes": {
             "value": collapsed,
             "protocol": f"classes (of {splits.num_classes}) whose within-class feature spread is "
@@ -800,17 +812,37 @@ def _gan_quality(cfg, out: Path, pair, reference, splits: Splits) -> dict[str, A
         },
         "gan_test_acc": {
             "value": gtest,
-            "protocol": f"reference {cfg.reference_model.name} (trained on real data) on "
-            f"{per} AC-GAN samples per class, seed {cfg.seed}",
+            "n": n_gen,
+            "real": ref_real,
+            "real_n": len(test),
+            "protocol": f"reference {cfg.reference_model.name} (trained on real data) on {per} "
+            f"AC-GAN samples per class ({n_gen}, shuffled batches of {cfg.gan.batch_size}), "
+            f"seed {cfg.seed}; real: the same classifier on the {splits.name} test split "
+            f"({len(test)} images)",
         },
         "ac_test_acc": {
-            "value": ac,
-            "protocol": f"AC head top-1 on the {splits.name} test split ({len(test)} images)",
+            "value": ac_gen,
+            "n": n_gen,
+            "real": ac,
+            "real_n": len(test),
+            "protocol": f"AC head top-1 on the same {n_gen} AC-GAN samples (label = the "
+            f"conditioning class); real: on the {splits.name} test split ({len(test)} images)",
         },
     }
     cache.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cache, json.dumps({"hash": key, "quality": quality}, indent=2, default=float))
     return quality
+
+
+class _ACHead(torch.nn.Module):
+    """The critic's auxiliary-classifier head as a classifier (logits only)."""
+
+    def __init__(self, critic: torch.nn.Module) -> None:
+        super().__init__()
+        self.critic = critic
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.critic(x)[1]
 
 
 def _ref_hash(out: Path) -> str:

@@ -228,3 +228,21 @@ def test_html_shows_intervals_and_differences(study_dir: Path):
     page = write_report(study_dir).index_html.read_text()
     assert "95% CI [" in page and "n=400" in page and "vs none -6.00 [" in page
     assert "Wilson 95 % interval" in page
+
+
+def test_gan_section_puts_real_data_beside_the_generator(study_dir: Path):
+    from advaug.report import write_report
+    from advaug.report.stats import wilson
+
+    meta = json.loads((study_dir / "study.json").read_text())
+    meta["gan"]["quality"] = {
+        "classifier_fid": {"value": 0.21, "real": 0.034, "protocol": "FID 180 vs 180"},
+        "gan_test_acc": {"value": 0.36, "n": 100, "real": 0.9, "real_n": 359, "protocol": "p"},
+    }
+    (study_dir / "study.json").write_text(json.dumps(meta))
+    page = write_report(study_dir).index_html.read_text()
+    assert "<th class='num'>Generator</th><th class='num'>Real data</th>" in page
+    assert "Classifier-feature FID" in page and ">0.034<" in page
+    lo, hi = wilson(36, 100)
+    assert f"36.00%<span class=\"seeds\">95% CI [{100 * lo:.2f}, {100 * hi:.2f}], n=100" in page
+    assert "90.00%<span" in page and "n=359" in page

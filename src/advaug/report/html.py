@@ -24,6 +24,7 @@ from advaug.report.format import (
 )
 from advaug.report.human import human_html
 from advaug.report.load import StudyData, num
+from advaug.report.stats import rate_interval
 from advaug.report.tables import (
     INTERVAL_PROTOCOL,
     ResultsTable,
@@ -348,17 +349,27 @@ def _gan_section(study: StudyData) -> str:
     parts = []
     quality = gan.get("quality") if isinstance(gan.get("quality"), dict) else {}
     if quality:
-        rows = ["<tr><th>Metric</th><th class='num'>Value</th><th>Protocol</th></tr>"]
+        rows = [
+            "<tr><th>Metric</th><th class='num'>Generator</th><th class='num'>Real data</th>"
+            "<th>Protocol</th></tr>"
+        ]
         for k, entry in quality.items():
             entry = entry if isinstance(entry, dict) else {"value": entry}
-            v = num(entry.get("value"))
-            val = fmt_value(k, v) + ("%" if is_percent(k) and v is not None else "")
+            gen = _gan_value(k, entry.get("value"), entry.get("n"))
+            real = _gan_value(k, entry.get("real"), entry.get("real_n"))
             rows.append(
                 f"<tr><td>{escape(label(k))}<br><code>{escape(k)}</code></td>"
-                f"<td class='num'>{escape(val)}</td>"
+                f"<td class='num'>{gen}</td><td class='num'>{real}</td>"
                 f"<td>{escape(str(entry.get('protocol') or 'protocol not recorded'))}</td></tr>"
             )
         parts.append(f"<table>{''.join(rows)}</table>")
+        parts.append(
+            '<p class="muted">Real data: the same number for real images, the scale of the '
+            "generator's: FID-type numbers compare two disjoint class-stratified halves of the "
+            "reference split at the generator's sample counts (a perfect generator scores about "
+            "this, not 0); accuracies are on the real test split. Rates show their Wilson 95 % "
+            "interval and count n.</p>"
+        )
     else:
         parts.append('<p class="muted">No GAN quality metrics in study.json.</p>')
     result = gan.get("result") if isinstance(gan.get("result"), dict) else {}
@@ -375,6 +386,18 @@ def _gan_section(study: StudyData) -> str:
         )
         parts.append(f'<h3>GAN training run</h3><dl class="facts">{items}</dl>')
     return "".join(parts)
+
+
+def _gan_value(key: str, value: Any, n: Any) -> str:
+    """One GAN-quality number (escaped HTML); a rate with its count gets its interval."""
+    v = num(value)
+    if v is None:
+        return DASH
+    text = escape(fmt_value(key, v) + ("%" if is_percent(key) else ""))
+    ci = rate_interval(v, n) if is_percent(key) else None
+    if ci is not None:
+        text += f'<span class="seeds">95% CI {escape(interval_text(key, ci))}, n={n}</span>'
+    return text
 
 
 def _short(v: Any) -> str:

@@ -39,7 +39,8 @@ from advaug.config import (
 from advaug.data.datasets import dataset_info
 from advaug.data.splits import Splits, load_splits
 from advaug.errors import AdvaugError, ConfigError
-from advaug.imaging import save_grid
+from advaug.evaluate.accuracy import predict
+from advaug.imaging import save_labelled_grid
 from advaug.launch import LaunchConfig, StageJob, run_stage, run_waves
 from advaug.loading import load_classifier, load_gan
 from advaug.log import fmt_seconds, get_logger, log_to_file
@@ -745,7 +746,6 @@ def _gan_quality(cfg, out: Path, pair, reference, splits: Splits) -> dict[str, A
     number of the generator stands beside the same number for real data (``real``): FID-type
     numbers against two disjoint real halves of the same size, accuracies on the real test
     split; rates carry their count ``n`` (and ``real_n``)."""
-    from advaug.evaluate.accuracy import predict
     from advaug.evaluate.gan_quality import (
         ClassifierFeatures,
         ac_accuracy,
@@ -852,8 +852,10 @@ def _ref_hash(out: Path) -> str:
 
 def _grids(out: Path, splits: Splits, pair) -> None:
     k, per = min(splits.num_classes, GRID_CLASSES), GRID_PER_CLASS
+    names = class_names(splits.classes, k)
     idx = torch.cat([(splits.train.y == c).nonzero()[:per, 0] for c in range(k)])
-    save_grid(splits.train.x[idx].float() / 255, out / "grids" / "real.png", nrow=per)
+    save_labelled_grid(splits.train.x[idx].float() / 255, out / "grids" / "real.png", nrow=per,
+                       row_labels=names)  # fmt: skip
     if pair is not None:
         from advaug.models.gan import sample
 
@@ -861,12 +863,41 @@ def _grids(out: Path, splits: Splits, pair) -> None:
         y = torch.arange(k).repeat_interleave(per)
         z = torch.randn(len(y), pair.generator.z_dim, generator=g)
         dev = next(pair.generator.parameters()).device
-        save_grid(sample(pair.generator, y.to(dev), z=z.to(dev)), out / "grids" / "gan.png", per)
+        imgs = sample(pair.generator, y.to(dev), z=z.to(dev))
+        save_labelled_grid(imgs, out / "grids" / "gan.png", per, row_labels=names)
+
+
+def class_names(classes: list[str] | None, k: int) -> list[str]:
+    """The names of the first ``k`` classes (their indices where the dataset names none)."""
+    return [classes[c] if classes and c < len(classes) else str(c) for c in range(k)]
+
+
+@torch.no_grad()
+def captioned_pairs(generator, model, uae, path: Path, classes: list[str] | None, pairs: int = 16):
+    """The first successful UAEs as pairs: clean G(z⁰, s) above its adversarial version, each
+    captioned with the model's prediction (the clean one also with its source class)."""
+    ok = uae.successes()
+    if len(ok) == 0:
+        return None
+    ok = ok.select(torch.arange(min(pairs, len(ok))))
+    device = next(generator.parameters()).device
+    was = generator.training
+    generator.eval()
+    clean = generator(ok.z0.to(device), ok.source.to(device)).cpu()
+    generator.train(was)
+    k = max(int(ok.source.max()) + 1, getattr(model, "num_classes", 0) or 0)
+    names = class_names(classes, k)
+    p_clean = predict(model, clean).argmax(1).tolist()
+    p_adv = predict(model, ok.images.cpu()).argmax(1).tolist()
+    caps = [f"{names[s]}\nf: {names[p]}" for s, p in zip(ok.source.tolist(), p_clean)]
+    caps += [f"adversarial\nf: {names[p]}" for p in p_adv]
+    n = clean.shape[0]
+    return save_labelled_grid(torch.cat([clean, ok.images.cpu()]), path, nrow=n, captions=caps)
 
 
 def _evaluate_all(cfg: StudyConfig, out: Path, splits: Splits, pair, reference) -> None:
     from advaug.evaluate.suite import evaluate_model
-    from advaug.evaluate.uae import pair_grid, run_uae
+    from advaug.evaluate.uae import run_uae
 
     rt = make_runtime(cfg.runtime)
     transfer, transfer_from = None, ""
@@ -947,7 +978,8 @@ def _evaluate_all(cfg: StudyConfig, out: Path, splits: Splits, pair, reference) 
                 cfg.evaluate.uae_attack(),
                 seed=seed,
             )
-            pair_grid(pair.generator, uae, out / "grids" / f"uae-{name}.png")
+            captioned_pairs(pair.generator, model, uae, out / "grids" / f"uae-{name}.png",
+                            splits.classes)  # fmt: skip
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(res, indent=2, default=float))
         log.info(

@@ -524,8 +524,9 @@ def render_html(study: StudyData, table: ResultsTable, plots: dict[str, bytes]) 
         + _figure(
             plots.get("per_class"),
             "per-class accuracy",
-            "Per-class test top-1 of each technique (mean over seeds), classes sorted from best "
-            "to worst for each technique separately.",
+            "Per-class test top-1 of each technique (mean over seeds), the classes named under "
+            "the axis, in one order for every technique: from the first technique's best class "
+            "to its worst.",
         )
         + "</section>",
         f'<section id="samples"><h2>Samples</h2>{samples or "<p>No sample grids.</p>"}</section>',

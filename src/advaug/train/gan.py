@@ -34,7 +34,7 @@ from advaug.data.loader import DeviceLoader
 from advaug.data.splits import Splits
 from advaug.errors import NumericalError
 from advaug.evaluate.gan_quality import diversity
-from advaug.imaging import make_grid, save_grid
+from advaug.imaging import make_grid, save_grid, save_labelled_grid
 from advaug.log import fmt_seconds, get_logger, progress
 from advaug.models import build_gan
 from advaug.models.gan import Critic, Generator, recompute_standing_stats, sample
@@ -380,7 +380,8 @@ def _finish(job: GANJob, run: Run, rt: Runtime, st: GANState, seconds: float) ->
     if rt.is_main:
         run.checkpoints.folder.mkdir(parents=True, exist_ok=True)  # none yet if iters < ckpt_every
         z, y = _fixed_noise(final_g, splits.num_classes, job.seed, rt.device)
-        grid = _grid(final_g, z, y, run.folder, st.it, cfg, name="final.png", standing=False)
+        grid = _grid(final_g, z, y, run.folder, st.it, cfg, name="final.png", standing=False,
+                     classes=splits.classes)  # fmt: skip
         run.log_image("samples/final", grid, st.it)
         _interpolation_grid(
             final_g, splits.num_classes, run.folder / "samples" / "interpolation.png", job.seed
@@ -422,7 +423,8 @@ class _Monitor:
                     it, div["collapsed_classes"], k, self.collapse,
                 )  # fmt: skip
         if it % cfg.sample_every == 0:
-            grid = _grid(st.sampler, *self.fixed, self.run.folder, it, cfg)
+            grid = _grid(st.sampler, *self.fixed, self.run.folder, it, cfg,
+                         classes=st.splits.classes)  # fmt: skip
             self.run.log_image("samples/fixed_noise", grid, it)
 
 
@@ -486,9 +488,12 @@ def _collapse_check(g, d, x, y, rt: Runtime, k: int, threshold: float) -> dict[s
     }
 
 
-def _grid(g, z, y, folder: Path, it: int, cfg: GANConfig, name=None, standing=True) -> Tensor:
-    """Fixed-noise grid: one row per class (up to 20), 10 samples each; saved as a PNG and
-    returned as one ``[C, H, W]`` image for the run's trackers."""
+def _grid(
+    g, z, y, folder: Path, it: int, cfg: GANConfig, name=None, standing=True, classes=None
+) -> Tensor:
+    """Fixed-noise grid: one row per class (up to 20), 10 samples each; saved as a PNG with the
+    class names left of the rows, and returned (unlabelled) as one ``[C, H, W]`` image for the
+    run's trackers."""
     was = g.training
     if standing and cfg.bn_stats == "running":
         # EMA weights have no matching running stats: estimate them (cheaply) for the grid.
@@ -496,7 +501,12 @@ def _grid(g, z, y, folder: Path, it: int, cfg: GANConfig, name=None, standing=Tr
         recompute_standing_stats(g, GRID_STANDING_BATCHES, max(2, cfg.batch_size), standing)
     imgs = sample(g, y, z=z)
     g.train(was)
-    save_grid(imgs, folder / "samples" / (name or f"grid-{it:07d}.png"), nrow=GRID_COLUMNS)
+    rows = (imgs.shape[0] + GRID_COLUMNS - 1) // GRID_COLUMNS
+    names = [str(c) for c in range(rows)]
+    if classes:
+        names = [classes[c] if c < len(classes) else str(c) for c in range(rows)]
+    save_labelled_grid(imgs, folder / "samples" / (name or f"grid-{it:07d}.png"),
+                       nrow=GRID_COLUMNS, row_labels=names)  # fmt: skip
     return make_grid(imgs, nrow=GRID_COLUMNS)
 
 

@@ -36,6 +36,13 @@ def test_study_writes_every_stage_and_the_report(smoke_study):
         assert ev["cost"]["seconds_per_epoch"] > 0
     assert "transfer_uae_acc" in json.loads((out / "eval" / "fgsm-s0.json").read_text())["metrics"]
     assert info["gan"]["quality"]["classifier_fid"]["value"] >= 0
+    # every FID-type number has its real-vs-real scale; rates have their counts
+    q = info["gan"]["quality"]
+    assert all(q[k]["real"] >= 0 for k in ("classifier_fid", "intra_fid", "precision"))
+    assert q["gan_test_acc"]["n"] > 0 and q["gan_test_acc"]["real_n"] == info["splits"]["test"]
+    ev = json.loads((out / "eval" / "none-s0.json").read_text())
+    assert ev["metrics"]["clean_top1"]["n"] == info["splits"]["test"]
+    assert ev["per_image"]["clean_top1"]["n"] == info["splits"]["test"]
     collapsed = info["gan"]["quality"]["collapsed_classes"]
     assert 0 <= collapsed["value"] <= 10 and "collapsed" not in collapsed["protocol"]
     assert report.index_html.is_file() and report.results_md.is_file()

@@ -39,7 +39,8 @@ from advaug.config import (
 from advaug.data.datasets import dataset_info
 from advaug.data.splits import Splits, load_splits
 from advaug.errors import AdvaugError, ConfigError
-from advaug.imaging import save_grid
+from advaug.evaluate.accuracy import predict
+from advaug.imaging import save_labelled_grid
 from advaug.launch import LaunchConfig, StageJob, run_stage, run_waves
 from advaug.loading import load_classifier, load_gan
 from advaug.log import fmt_seconds, get_logger, log_to_file
@@ -741,12 +742,15 @@ def _write_info(out: Path, info: dict[str, Any]) -> None:
 
 
 def _gan_quality(cfg, out: Path, pair, reference, splits: Splits) -> dict[str, Any]:
-    """Classifier-feature FID etc. (offline), GAN-test accuracy, AC accuracy; cached."""
+    """Classifier-feature FID etc. (offline), GAN-test accuracy, AC accuracy; cached. Each
+    number of the generator stands beside the same number for real data (``real``): FID-type
+    numbers against two disjoint real halves of the same size, accuracies on the real test
+    split; rates carry their count ``n`` (and ``real_n``)."""
     from advaug.evaluate.gan_quality import (
         ClassifierFeatures,
         ac_accuracy,
         gan_test_accuracy,
-        generator_quality,
+        quality_with_baseline,
     )
 
     key = config_hash(
@@ -755,6 +759,7 @@ def _gan_quality(cfg, out: Path, pair, reference, splits: Splits) -> dict[str, A
             "data": to_dict(cfg.data),
             "ref": _ref_hash(out),
             "threshold": cfg.evaluate.collapse_threshold,
+            "version": 2,  # 2: real-vs-real baselines, counts
         }
     )
     cache = out / "gan_quality.json"
@@ -765,16 +770,14 @@ def _gan_quality(cfg, out: Path, pair, reference, splits: Splits) -> dict[str, A
     device = next(pair.generator.parameters()).device
     test = splits.test
     real = test.x.float().div(255)
-    n_fake = min(max(len(test), 2 * splits.num_classes), MAX_QUALITY_SAMPLES)
-    q = generator_quality(
+    scaled = quality_with_baseline(
         pair.generator,
         real,
         test.y,
         ClassifierFeatures(reference, name=f"reference {cfg.reference_model.name}"),
-        n_fake,
         seed=cfg.seed,
     )
-    lines = q["protocol_lines"]
+    q, base, lines = scaled["generator"], scaled["real"], scaled["protocol_lines"]
     ratio = q["per_class"]["diversity_ratio"]
     collapsed = int((ratio < cfg.evaluate.collapse_threshold).sum())
     if collapsed:
@@ -785,14 +788,23 @@ def _gan_quality(cfg, out: Path, pair, reference, splits: Splits) -> dict[str, A
             cfg.evaluate.collapse_threshold,
         )
     per = max(1, cfg.evaluate.gan_samples_per_class)
-    gtest, _ = gan_test_accuracy(reference, pair.generator, per, seed=cfg.seed)
+    n_gen = per * splits.num_classes
+    gtest, _ = gan_test_accuracy(reference, pair.generator, per, cfg.gan.batch_size, cfg.seed)
+    ref_real = (predict(reference, test.x).argmax(1) == test.y.cpu()).double().mean().item()
     ac = ac_accuracy(pair.critic, real.to(device), test.y.to(device))
+    ac_gen, _ = gan_test_accuracy(
+        _ACHead(pair.critic), pair.generator, per, cfg.gan.batch_size, cfg.seed
+    )
+
+    def both(name: str) -> dict[str, Any]:
+        return {"value": q[name], "real": base[name]}
+
     quality = {
-        "classifier_fid": {"value": q["fid"], "protocol": lines["fid"]},
-        "intra_fid": {"value": q.get("intra_fid"), "protocol": lines["intra_fid"]},
-        "precision": {"value": q["precision"], "protocol": lines["precision_recall"]},
-        "recall": {"value": q["recall"], "protocol": lines["precision_recall"]},
-        "diversity_ratio": {"value": q["diversity_ratio"], "protocol": lines["diversity"]},
+        "classifier_fid": {**both("fid"), "protocol": lines["fid"]},
+        "intra_fid": {**both("intra_fid"), "protocol": lines["intra_fid"]},
+        "precision": {**both("precision"), "protocol": lines["precision_recall"]},
+        "recall": {**both("recall"), "protocol": lines["precision_recall"]},
+        "diversity_ratio": {**both("diversity_ratio"), "protocol": lines["diversity"]},
         "collapsed_classes": {
             "value": collapsed,
             "protocol": f"classes (of {splits.num_classes}) whose within-class feature spread is "
@@ -800,17 +812,37 @@ def _gan_quality(cfg, out: Path, pair, reference, splits: Splits) -> dict[str, A
         },
         "gan_test_acc": {
             "value": gtest,
-            "protocol": f"reference {cfg.reference_model.name} (trained on real data) on "
-            f"{per} AC-GAN samples per class, seed {cfg.seed}",
+            "n": n_gen,
+            "real": ref_real,
+            "real_n": len(test),
+            "protocol": f"reference {cfg.reference_model.name} (trained on real data) on {per} "
+            f"AC-GAN samples per class ({n_gen}, shuffled batches of {cfg.gan.batch_size}), "
+            f"seed {cfg.seed}; real: the same classifier on the {splits.name} test split "
+            f"({len(test)} images)",
         },
         "ac_test_acc": {
-            "value": ac,
-            "protocol": f"AC head top-1 on the {splits.name} test split ({len(test)} images)",
+            "value": ac_gen,
+            "n": n_gen,
+            "real": ac,
+            "real_n": len(test),
+            "protocol": f"AC head top-1 on the same {n_gen} AC-GAN samples (label = the "
+            f"conditioning class); real: on the {splits.name} test split ({len(test)} images)",
         },
     }
     cache.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cache, json.dumps({"hash": key, "quality": quality}, indent=2, default=float))
     return quality
+
+
+class _ACHead(torch.nn.Module):
+    """The critic's auxiliary-classifier head as a classifier (logits only)."""
+
+    def __init__(self, critic: torch.nn.Module) -> None:
+        super().__init__()
+        self.critic = critic
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.critic(x)[1]
 
 
 def _ref_hash(out: Path) -> str:
@@ -820,8 +852,10 @@ def _ref_hash(out: Path) -> str:
 
 def _grids(out: Path, splits: Splits, pair) -> None:
     k, per = min(splits.num_classes, GRID_CLASSES), GRID_PER_CLASS
+    names = class_names(splits.classes, k)
     idx = torch.cat([(splits.train.y == c).nonzero()[:per, 0] for c in range(k)])
-    save_grid(splits.train.x[idx].float() / 255, out / "grids" / "real.png", nrow=per)
+    save_labelled_grid(splits.train.x[idx].float() / 255, out / "grids" / "real.png", nrow=per,
+                       row_labels=names)  # fmt: skip
     if pair is not None:
         from advaug.models.gan import sample
 
@@ -829,12 +863,41 @@ def _grids(out: Path, splits: Splits, pair) -> None:
         y = torch.arange(k).repeat_interleave(per)
         z = torch.randn(len(y), pair.generator.z_dim, generator=g)
         dev = next(pair.generator.parameters()).device
-        save_grid(sample(pair.generator, y.to(dev), z=z.to(dev)), out / "grids" / "gan.png", per)
+        imgs = sample(pair.generator, y.to(dev), z=z.to(dev))
+        save_labelled_grid(imgs, out / "grids" / "gan.png", per, row_labels=names)
+
+
+def class_names(classes: list[str] | None, k: int) -> list[str]:
+    """The names of the first ``k`` classes (their indices where the dataset names none)."""
+    return [classes[c] if classes and c < len(classes) else str(c) for c in range(k)]
+
+
+@torch.no_grad()
+def captioned_pairs(generator, model, uae, path: Path, classes: list[str] | None, pairs: int = 16):
+    """The first successful UAEs as pairs: clean G(z⁰, s) above its adversarial version, each
+    captioned with the model's prediction (the clean one also with its source class)."""
+    ok = uae.successes()
+    if len(ok) == 0:
+        return None
+    ok = ok.select(torch.arange(min(pairs, len(ok))))
+    device = next(generator.parameters()).device
+    was = generator.training
+    generator.eval()
+    clean = generator(ok.z0.to(device), ok.source.to(device)).cpu()
+    generator.train(was)
+    k = max(int(ok.source.max()) + 1, getattr(model, "num_classes", 0) or 0)
+    names = class_names(classes, k)
+    p_clean = predict(model, clean).argmax(1).tolist()
+    p_adv = predict(model, ok.images.cpu()).argmax(1).tolist()
+    caps = [f"{names[s]}\nf: {names[p]}" for s, p in zip(ok.source.tolist(), p_clean)]
+    caps += [f"adversarial\nf: {names[p]}" for p in p_adv]
+    n = clean.shape[0]
+    return save_labelled_grid(torch.cat([clean, ok.images.cpu()]), path, nrow=n, captions=caps)
 
 
 def _evaluate_all(cfg: StudyConfig, out: Path, splits: Splits, pair, reference) -> None:
     from advaug.evaluate.suite import evaluate_model
-    from advaug.evaluate.uae import pair_grid, run_uae
+    from advaug.evaluate.uae import run_uae
 
     rt = make_runtime(cfg.runtime)
     transfer, transfer_from = None, ""
@@ -893,6 +956,7 @@ def _evaluate_all(cfg: StudyConfig, out: Path, splits: Splits, pair, reference) 
                 if "unrestricted" in cfg.techniques
                 else None
             ),
+            gan_batch=cfg.gan.batch_size,
         )
         result = json.loads((folder / "result.json").read_text())
         res.update(
@@ -919,7 +983,8 @@ def _evaluate_all(cfg: StudyConfig, out: Path, splits: Splits, pair, reference) 
                 cfg.evaluate.uae_attack(),
                 seed=seed,
             )
-            pair_grid(pair.generator, uae, out / "grids" / f"uae-{name}.png")
+            captioned_pairs(pair.generator, model, uae, out / "grids" / f"uae-{name}.png",
+                            splits.classes)  # fmt: skip
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(res, indent=2, default=float))
         log.info(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
@@ -29,6 +30,8 @@ from advaug.evaluate.gan_quality import (
     intra_class_fid,
     per_class_precision_recall,
     precision_recall,
+    quality_with_baseline,
+    real_halves,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -363,3 +366,34 @@ def test_generator_quality_bundle_and_protocol():
         shifted, real_x, real_y, net, num_samples=120, batch_size=50, is_splits=2
     )
     assert bad["fid"] > 100 * max(out["fid"], 1e-6) and bad["precision"] < out["precision"]
+
+
+def test_real_halves_are_disjoint_stratified_and_the_same_size():
+    y = torch.tensor([0] * 7 + [1] * 4 + [2] * 10)
+    a, b = real_halves(y, seed=3)
+    assert len(set(a.tolist()) & set(b.tolist())) == 0 and a.shape == b.shape == (3 + 2 + 5,)
+    for c, half in ((0, 3), (1, 2), (2, 5)):
+        assert int((y[a] == c).sum()) == int((y[b] == c).sum()) == half
+
+
+def test_quality_with_baseline_puts_real_data_beside_the_generator():
+    k = 4
+    torch.manual_seed(0)
+    y = torch.arange(400) % k
+    # real images painted like ToyGenerator's (grey level by class, small noise): the generator
+    # is nearly perfect, so its numbers should be close to the real-vs-real scale
+    x = ((y.float() + 0.5) / k)[:, None, None, None] + 0.02 * torch.randn(400, 3, 8, 8)
+    out = quality_with_baseline(
+        ToyGenerator(k), x.clamp(0, 1), y, ClassifierFeatures(ToyClassifier(k)),
+        batch_size=64, seed=0, is_splits=2,
+    )  # fmt: skip
+    gen, real, counts = out["generator"], out["real"], out["counts"]
+    assert counts == {"per_half": 200, "per_class_real_a": "50", "per_class_real_b": "50",
+                      "per_class_fake": "50"}  # fmt: skip
+    assert gen["protocol"]["num_fake"] == gen["protocol"]["num_real"] == 200
+    for key in ("fid", "intra_fid", "precision", "recall", "diversity_ratio"):
+        assert math.isfinite(real[key]), key
+    assert real["fid"] < 0.01 and real["precision"] > 0.8
+    lines = out["protocol_lines"]
+    assert "200 vs 200" in lines["fid"] and "half B vs half A" in lines["fid"]
+    assert "per class 50 fake or 50 real (half B) vs 50 real (half A)" in lines["intra_fid"]

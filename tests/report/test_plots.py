@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 from PIL import Image
@@ -74,3 +75,26 @@ def test_curves_without_validation(tmp_path: Path):
     study = load_study(make_study(tmp_path / "s", val=False))
     assert learning_curves(study) is not None
     assert compare_curves(study) is None
+
+
+def test_per_class_plot_names_its_classes_in_the_first_techniques_order(study_dir, monkeypatch):
+    import matplotlib.axes
+
+    meta = json.loads((study_dir / "study.json").read_text())
+    meta["classes"] = ["apple", "bee", "cat", "dog"]
+    (study_dir / "study.json").write_text(json.dumps(meta))
+    for name in ("none-s0", "none-s1"):  # none: the last class best
+        ev = json.loads((study_dir / "eval" / f"{name}.json").read_text())
+        ev["per_class_top1"] = [0.1, 0.2, 0.3, 0.4]
+        (study_dir / "eval" / f"{name}.json").write_text(json.dumps(ev))
+    seen = {}
+    real = matplotlib.axes.Axes.set_xticks
+
+    def spy(self, ticks, labels=None, **kw):
+        seen["labels"] = list(labels)
+        return real(self, ticks, labels, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xticks", spy)
+    assert per_class(load_study(study_dir)) is not None
+    # in none's order (the first technique), best first, for fgsm's line too
+    assert seen["labels"] == ["dog", "cat", "bee", "apple"]

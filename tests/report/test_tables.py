@@ -167,3 +167,82 @@ def test_bare_values_count_and_say_their_protocol_is_missing(tmp_path: Path):
     t = build_table(load_study(root))
     assert t.cells["none"]["gan_acc"].mean == 0.8
     assert t.protocol_line("gan_acc") == "protocol not recorded"
+
+
+def _add_counts_and_outcomes(root: Path, key: str, n: int) -> dict[str, list[bool]]:
+    """Give every model's ``key`` its count and per-image outcomes (as many right as its
+    value says: the first round(value·n) images)."""
+    import torch
+
+    from advaug.evaluate.accuracy import pack_outcomes
+
+    flags = {}
+    for path in sorted((root / "eval").glob("*.json")):
+        ev = json.loads(path.read_text())
+        v = ev["metrics"][key]["value"]
+        ok = [i < round(v * n) for i in range(n)]
+        ev["metrics"][key]["n"] = n
+        ev["per_image"] = {key: pack_outcomes(torch.tensor(ok))}
+        path.write_text(json.dumps(ev))
+        flags[path.stem] = ok
+    return flags
+
+
+def test_rates_with_counts_get_wilson_intervals_and_paired_differences(study_dir: Path):
+    from advaug.report.stats import wilson
+
+    _add_counts_and_outcomes(study_dir, "clean_top1", 200)
+    study = load_study(study_dir)
+    t = build_table(study)
+    none = t.cells["none"]["clean_top1"]
+    # none-s0 0.50 and none-s1 0.54 of 200 each: 100 + 108 of 400 pooled
+    assert none.items == 400 and none.ci == wilson(208, 400)
+    assert [v["ci"] for v in none.values] == [wilson(100, 200), wilson(108, 200)]
+    # metrics without counts have none
+    assert t.cells["none"]["fgsm@2/255"].ci is None and t.cells["none"]["uae_steps_p50"].ci is None
+    # fgsm − none: (0.45 − 0.50 + 0.47 − 0.54) / 2 = −0.06, on the same 200 images per seed
+    d = t.diffs["fgsm"]["clean_top1"]
+    assert d.diff == pytest.approx(-0.06) and (d.seeds, d.items) == (2, 200)
+    assert d.low <= -0.06 <= d.high < 0
+    assert "none" not in t.diffs and "fgsm@2/255" not in t.diffs["fgsm"]
+    # every file carries them
+    data = to_json(t, study)
+    cell = data["table"]["fgsm"]["clean_top1"]
+    assert cell["items"] == 400 and len(cell["ci95"]) == 2
+    assert cell["diff_vs_none"]["diff"] == pytest.approx(-0.06)
+    assert "Wilson" in data["intervals"]
+    row = next(r for r in csv.DictReader(io.StringIO(to_csv(t))) if r["technique"] == "fgsm")
+    assert row["clean_top1_n"] == "400" and float(row["clean_top1_diff"]) == pytest.approx(-0.06)
+    assert float(row["clean_top1_ci_low"]) < 0.46 < float(row["clean_top1_ci_high"])
+    assert row["fgsm@2/255_ci_low"] == "" and row["fgsm@2/255_diff"] == ""
+    md = to_markdown(t, study)
+    lo, hi = t.cells["none"]["clean_top1"].ci
+    assert f"52.00 ± 2.83 [{100 * lo:.2f}, {100 * hi:.2f}]" in md
+    assert "## Difference from `none`" in md and "| `fgsm` | -6.00 [" in md
+
+
+def test_html_shows_intervals_and_differences(study_dir: Path):
+    from advaug.report import write_report
+
+    _add_counts_and_outcomes(study_dir, "clean_top1", 200)
+    page = write_report(study_dir).index_html.read_text()
+    assert "95% CI [" in page and "n=400" in page and "vs none -6.00 [" in page
+    assert "Wilson 95 % interval" in page
+
+
+def test_gan_section_puts_real_data_beside_the_generator(study_dir: Path):
+    from advaug.report import write_report
+    from advaug.report.stats import wilson
+
+    meta = json.loads((study_dir / "study.json").read_text())
+    meta["gan"]["quality"] = {
+        "classifier_fid": {"value": 0.21, "real": 0.034, "protocol": "FID 180 vs 180"},
+        "gan_test_acc": {"value": 0.36, "n": 100, "real": 0.9, "real_n": 359, "protocol": "p"},
+    }
+    (study_dir / "study.json").write_text(json.dumps(meta))
+    page = write_report(study_dir).index_html.read_text()
+    assert "<th class='num'>Generator</th><th class='num'>Real data</th>" in page
+    assert "Classifier-feature FID" in page and ">0.034<" in page
+    lo, hi = wilson(36, 100)
+    assert f"36.00%<span class=\"seeds\">95% CI [{100 * lo:.2f}, {100 * hi:.2f}], n=100" in page
+    assert "90.00%<span" in page and "n=359" in page

@@ -232,3 +232,34 @@ def test_dequantize_range_and_noise_width():
     assert torch.all(out[2::3] == 1.0)  # clamped at the top
     again = dequantize(x, rng=torch.Generator().manual_seed(0))
     torch.testing.assert_close(out, again)
+
+
+class DtypeCritic(nn.Module):
+    """A linear critic that records the dtype of its score (bf16 under a bf16 autocast)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(math.prod(SHAPE), 4)
+        self.dtypes: list[torch.dtype] = []
+
+    def forward(self, x):
+        out = self.lin(x.flatten(1))
+        self.dtypes.append(out.dtype)
+        return (out[:, 0] * out[:, 1]), out[:, 1:]
+
+
+def test_gradient_penalty_runs_in_float32_inside_bf16_autocast():
+    torch.manual_seed(0)
+    critic = DtypeCritic()
+    real, fake = torch.rand(4, *SHAPE), torch.rand(4, *SHAPE)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert critic(real)[0].dtype == torch.bfloat16  # the context does cast this critic
+        critic.dtypes.clear()
+        gp, x_hat = gradient_penalty(critic, real, fake, rng=torch.Generator().manual_seed(1))
+    assert critic.dtypes == [torch.float32] and x_hat.dtype == torch.float32
+    assert gp.dtype == torch.float32
+    gp.backward()  # the double backward, also in float32
+    assert critic.lin.weight.grad is not None and critic.lin.weight.grad.dtype == torch.float32
+    # the same penalty as outside any autocast context
+    ref, _ = gradient_penalty(critic, real, fake, rng=torch.Generator().manual_seed(1))
+    assert gp.item() == pytest.approx(ref.item(), rel=1e-6)

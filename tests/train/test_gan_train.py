@@ -134,3 +134,39 @@ def test_the_mnist_acgan_trains_on_grey_28x28_data_and_the_latent_attack_runs(tm
     f = build_model("madry-mnist", num_classes=10).eval()
     result = UnrestrictedAttack(g, d, f, steps=2, show_progress=False)(torch.arange(6) % 10)
     assert result.images.shape == (6, 1, 28, 28) and result.z.shape == (6, 16)
+
+
+def test_gan_monitoring_uses_the_validation_split_when_there_is_one(tmp_path, splits):
+    job = _job("data.val_size=50", "gan.eval_every=3")
+    with_val = load_splits(job.data)
+    assert with_val.val is not None and len(with_val.val) == 50
+    train_gan(job, tmp_path / "r", splits=with_val)
+    recs = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    monitored = [r for r in recs if "ac_top1" in r]
+    assert monitored and all(r["split"] == "val" for r in monitored)
+    # without a validation split the monitor falls back to the test split
+    train_gan(_job("gan.eval_every=3"), tmp_path / "t", splits=splits)
+    recs = [json.loads(x) for x in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in recs if "ac_top1" in r} == {"test"}
+
+
+def test_short_ema_warm_up_warns_with_the_share_and_the_fix(caplog):
+    from advaug.train.gan import ema_start_share, warn_short_ema
+
+    # by hand: the first update copies, each of the other 999 multiplies by 0.999
+    assert ema_start_share(0.999, 1000) == pytest.approx(0.999**999)
+    with caplog.at_level("WARNING", logger="advaug"):
+        share = warn_short_ema(0.999, 1000)
+    assert share == pytest.approx(0.3681, abs=1e-4)
+    msg = caplog.text
+    assert "37%" in msg and "gan.ema_decay <= 0.9954" in msg and "4604" in msg
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="advaug"):
+        assert warn_short_ema(0.999, 10_000) < 0.01
+    assert caplog.text == ""
+
+
+def test_train_gan_warns_about_a_short_ema(tmp_path, splits, caplog):
+    with caplog.at_level("WARNING", logger="advaug"):
+        train_gan(_job("gan.ema_decay=0.999"), tmp_path / "r", splits=splits)
+    assert "GAN EMA: decay 0.999 over 6 iterations keeps 100%" in caplog.text

@@ -47,11 +47,14 @@ __all__ = [
     "fid",
     "frechet_distance",
     "gan_test_accuracy",
+    "gan_test_outcomes",
     "generator_quality",
     "inception_score",
     "intra_class_fid",
     "per_class_precision_recall",
     "precision_recall",
+    "quality_with_baseline",
+    "real_halves",
 ]
 
 log = get_logger(__name__)
@@ -413,6 +416,43 @@ def _generate(
 
 
 @torch.no_grad()
+def gan_test_outcomes(
+    classifier: nn.Module,
+    generator: Generator,
+    num_per_class: int,
+    batch_size: int = 500,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """Per sample: the label and whether ``classifier`` gets it right, for ``num_per_class``
+    samples of every class (z and label order from ``seed``: the same samples for every
+    classifier).
+
+    Labels are shuffled so that every generator batch mixes classes, and every batch holds
+    ``batch_size`` samples (the last one is filled up with extra random labels that are then
+    dropped): with ``bn_stats="batch"`` the images depend on the batch, so ``batch_size`` should
+    be the batch the GAN trained with. Returns (labels [N], correct [N] bool), on the CPU.
+    """
+    K = generator.num_classes
+    rng = torch.Generator().manual_seed(seed)
+    n = num_per_class * K
+    labels = _balanced_labels(n, K, rng)
+    fill = (-n) % batch_size
+    padded = torch.cat([labels, torch.randint(0, K, (fill,), generator=rng)])
+    device = _device_of(classifier)
+    correct: list[Tensor] = []
+    was_training = classifier.training
+    classifier.eval()
+
+    def consume(x: Tensor, y: Tensor) -> None:
+        correct.append(classifier(x.to(device)).argmax(1).cpu() == y)
+
+    try:
+        _generate(generator, padded, rng, batch_size, consume)
+    finally:
+        classifier.train(was_training)
+    return labels, torch.cat(correct)[:n]
+
+
 def gan_test_accuracy(
     classifier: nn.Module,
     generator: Generator,
@@ -422,26 +462,14 @@ def gan_test_accuracy(
 ) -> tuple[float, Tensor]:
     """Top-1 of a (real-data) classifier on ``num_per_class`` samples of every class.
 
-    The seed reported 89 % for this "GAN-test" accuracy. Labels are shuffled so that every
-    generator batch mixes classes (as in training). Returns (overall, per-class [K] float64).
+    The seed reported 89 % for this "GAN-test" accuracy. The samples are those of
+    :func:`gan_test_outcomes` (shuffled labels, full batches). Returns (overall, per-class [K]
+    float64).
     """
     K = generator.num_classes
-    rng = torch.Generator().manual_seed(seed)
-    labels = _balanced_labels(num_per_class * K, K, rng)
-    device = _device_of(classifier)
-    correct = torch.zeros(K, dtype=torch.float64)
-    was_training = classifier.training
-    classifier.eval()
-
-    def consume(x: Tensor, y: Tensor) -> None:
-        pred = classifier(x.to(device)).argmax(1).cpu()
-        correct.index_add_(0, y, (pred == y).double())
-
-    try:
-        _generate(generator, labels, rng, batch_size, consume)
-    finally:
-        classifier.train(was_training)
-    per_class = correct / num_per_class
+    labels, ok = gan_test_outcomes(classifier, generator, num_per_class, batch_size, seed)
+    per_class = torch.zeros(K, dtype=torch.float64).index_add_(0, labels, ok.double())
+    per_class /= num_per_class
     return float(per_class.mean()), per_class
 
 
@@ -554,3 +582,100 @@ def generator_quality(
     }
     result["per_class"] = per_class
     return result
+
+
+# ----------------------------------------------------------------------------------------------
+# scales: the same numbers for real data against real data
+
+
+def real_halves(labels: Tensor, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Two disjoint, class-stratified halves of the same size: ``floor(n_c / 2)`` indices of
+    every class c in each (an odd image out is left out), shuffled by ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    labels = labels.cpu()
+    a, b = [], []
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero()[:, 0]
+        idx = idx[torch.randperm(idx.shape[0], generator=g)]
+        half = idx.shape[0] // 2
+        a.append(idx[:half])
+        b.append(idx[half : 2 * half])
+    return torch.cat(a).sort().values, torch.cat(b).sort().values
+
+
+def _count_range(labels: Tensor, K: int) -> str:
+    counts = torch.bincount(labels.cpu(), minlength=K)
+    lo, hi = int(counts.min()), int(counts.max())
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
+def quality_with_baseline(
+    generator: Generator,
+    real_x: Tensor,
+    real_y: Tensor,
+    feature_net: FeatureNet,
+    *,
+    batch_size: int = 500,
+    seed: int = 0,
+    k: int = 3,
+    reference_split: str = "test",
+    is_splits: int = 10,
+) -> dict[str, Any]:
+    """Every FID-type number twice, at the same sample counts: generated against real, and real
+    against real (the scale: what a perfect generator would score).
+
+    The real images are cut into two disjoint class-stratified halves A and B of the same size
+    (:func:`real_halves`). ``generator`` gives ``len(A)`` samples with balanced labels, compared
+    with A (:func:`generator_quality`); B is compared with A by the same functions. FID and
+    intra-class FID are biased by the sample count, so both sides use the same counts, and the
+    per-class counts are in the protocol lines. Returns ``generator`` (the generator_quality
+    dict), ``real`` (fid, intra_fid, precision, recall, diversity_ratio of B vs A),
+    ``counts`` and ``protocol_lines``.
+    """
+    K = generator.num_classes
+    real_y = real_y.cpu().long()
+    feats, logits = extract_features(feature_net, real_x, batch_size)
+    a, b = real_halves(real_y, seed)
+    if a.shape[0] < 2 or b.shape[0] < 2:
+        raise ConfigError(
+            f"the real-vs-real baseline needs at least 2 images per half, got {a.shape[0]}: "
+            "use a larger reference split"
+        )
+    n = int(a.shape[0])
+    q = generator_quality(
+        generator, real_x[a], real_y[a], feature_net, n, batch_size=batch_size, seed=seed, k=k,
+        reference_split=f"{reference_split} half A", is_splits=is_splits,
+        real_features=(feats[a.to(feats.device)], logits[a.to(logits.device)]),
+    )  # fmt: skip
+    fa, fb = feats[a.to(feats.device)], feats[b.to(feats.device)]
+    ya, yb = real_y[a], real_y[b]
+    real: dict[str, Any] = {"fid": fid(fa, fb)}
+    real["precision"], real["recall"] = precision_recall(fa, fb, k=k)
+    real["intra_fid"], _ = intra_class_fid(fa, ya, fb, yb, num_classes=K)
+    div = diversity(fb, yb, real_feats=fa, real_labels=ya, num_classes=K)
+    real["diversity_ratio"] = div["ratio"]
+    fake_y = _balanced_labels(n, K, torch.Generator().manual_seed(seed))
+    counts = {
+        "per_half": n,
+        "per_class_real_a": _count_range(ya, K),
+        "per_class_real_b": _count_range(yb, K),
+        "per_class_fake": _count_range(fake_y, K),
+    }
+    name = feature_net.name
+    split = f"{reference_split} split"
+    side = f"{n} vs {n}"
+    per_class = (
+        f"per class {counts['per_class_fake']} fake or {counts['per_class_real_b']} real (half B) "
+        f"vs {counts['per_class_real_a']} real (half A)"
+    )
+    lines = {
+        "fid": f"FID[{name}] {side}: {n} generated vs real half A; baseline: real half B vs "
+        f"half A (two disjoint class-stratified halves of the {split}), seed {seed}",
+        "intra_fid": f"intra-FID[{name}] mean over {K} classes, {per_class}; baseline: half B "
+        f"vs half A of the {split}, seed {seed}",
+        "precision_recall": f"P/R[{name}, k={k}] {side}: generated (baseline: real half B) vs "
+        f"real half A of the {split}, seed {seed}",
+        "diversity": f"diversity[{name}] mean pairwise distance per class, fake/real half A "
+        f"(baseline: half B / half A), {per_class}, seed {seed}",
+    }
+    return {"generator": q, "real": real, "counts": counts, "protocol_lines": lines}

@@ -20,6 +20,28 @@ def eps_label(eps: float) -> str:
     return f"{round(k)}/255" if abs(k - round(k)) < 1e-3 else f"{eps:.4g}"
 
 
+def attacked_correct(
+    model: nn.Module,
+    make_attack: Callable[[nn.Module], Any],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    desc: str = "attack",
+) -> torch.Tensor:
+    """Per image (bool, on the CPU, in the order of x): whether ``model`` is still right on
+    ``make_attack(model)(x, y)``; batch by batch, with a progress bar named ``desc``."""
+    atk = make_attack(model)
+    correct = []
+    for i in progress(range(0, x.shape[0], batch_size), desc=desc, unit="batch"):
+        xb = to_float(x[i : i + batch_size], device)
+        yb = y[i : i + batch_size].to(device)
+        adv = atk(xb, yb)
+        with torch.no_grad():
+            correct.append((model(adv).argmax(1) == yb).cpu())
+    return torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool)
+
+
 def attacked_accuracy(
     model: nn.Module,
     make_attack: Callable[[nn.Module], Any],
@@ -29,17 +51,9 @@ def attacked_accuracy(
     device: torch.device,
     desc: str = "attack",
 ) -> float:
-    """Top-1 accuracy of ``model`` on ``make_attack(model)(x, y)``, batch by batch (with a
-    progress bar named ``desc``)."""
-    atk = make_attack(model)
-    correct = 0
-    for i in progress(range(0, x.shape[0], batch_size), desc=desc, unit="batch"):
-        xb = to_float(x[i : i + batch_size], device)
-        yb = y[i : i + batch_size].to(device)
-        adv = atk(xb, yb)
-        with torch.no_grad():
-            correct += (model(adv).argmax(1) == yb).sum().item()
-    return correct / max(1, x.shape[0])
+    """Top-1 accuracy of ``model`` on ``make_attack(model)(x, y)`` (see ``attacked_correct``)."""
+    correct = attacked_correct(model, make_attack, x, y, batch_size, device, desc)
+    return correct.sum().item() / max(1, x.shape[0])
 
 
 def robustness(
@@ -58,21 +72,28 @@ def robustness(
     split: str,
     seed: int = 0,
     autoattack_backend: str = "auto",
+    outcomes: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """FGSM at each ε, PGD-k, and (optionally) AutoAttack; each with its protocol line."""
+    """FGSM at each ε, PGD-k, and (optionally) AutoAttack; each with its protocol line and its
+    image count ``n``. With ``outcomes``, each metric's per-image correctness (bool) is put
+    there under its key."""
     n = x.shape[0]
     out: dict[str, dict[str, Any]] = {}
+    found = outcomes if outcomes is not None else {}
     for eps in fgsm_eps:
-        acc = attacked_accuracy(
+        key = f"fgsm@{eps_label(eps)}"
+        found[key] = attacked_correct(
             model, lambda m, e=eps: FGSM(m, eps=e), x, y, batch_size, device,
             desc=f"FGSM {eps_label(eps)}",
         )  # fmt: skip
-        out[f"fgsm@{eps_label(eps)}"] = {
-            "value": acc,
+        out[key] = {
+            "value": _rate(found[key]),
             "protocol": f"FGSM L∞ ε={eps_label(eps)}, {n} {split} images",
+            "n": n,
         }
     rng = torch.Generator(device=device).manual_seed(seed)
-    acc = attacked_accuracy(
+    key = f"pgd{pgd_steps}@{eps_label(pgd_eps)}"
+    found[key] = attacked_correct(
         model,
         lambda m: PGD(
             m,
@@ -89,14 +110,16 @@ def robustness(
         device,
         desc=f"PGD-{pgd_steps} {eps_label(pgd_eps)}",
     )
-    out[f"pgd{pgd_steps}@{eps_label(pgd_eps)}"] = {
-        "value": acc,
+    out[key] = {
+        "value": _rate(found[key]),
         "protocol": f"PGD-{pgd_steps} L∞ ε={eps_label(pgd_eps)} α={eps_label(pgd_alpha)}, "
         f"random start, {pgd_restarts} restart(s), {n} {split} images, seed {seed}",
+        "n": n,
     }
     if autoattack:
         backend = resolve_backend(autoattack_backend)
-        acc = attacked_accuracy(
+        key = f"autoattack@{eps_label(pgd_eps)}"
+        found[key] = attacked_correct(
             model,
             lambda m: make_autoattack(
                 m,
@@ -112,9 +135,14 @@ def robustness(
             desc="AutoAttack",
         )
         impl = "reference code, pyautoattack" if backend == "reference" else "torchattacks"
-        out[f"autoattack@{eps_label(pgd_eps)}"] = {
-            "value": acc,
+        out[key] = {
+            "value": _rate(found[key]),
             "protocol": f"AutoAttack standard ({impl}) L∞ ε={eps_label(pgd_eps)}, "
             f"{n} {split} images, seed {seed}",
+            "n": n,
         }
     return out
+
+
+def _rate(correct: torch.Tensor) -> float:
+    return correct.sum().item() / max(1, correct.shape[0])

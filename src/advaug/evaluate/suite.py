@@ -13,7 +13,8 @@ from torch import nn
 from advaug.attacks import UnrestrictedConfig, UnrestrictedResult
 from advaug.config import EvalConfig, StudyConfig
 from advaug.data.types import class_balanced_subset
-from advaug.evaluate.accuracy import accuracy, predict
+from advaug.evaluate.accuracy import accuracy, pack_outcomes, predict
+from advaug.evaluate.gan_quality import gan_test_outcomes
 from advaug.evaluate.robustness import robustness
 from advaug.evaluate.uae import (
     attack_protocol,
@@ -28,12 +29,13 @@ log = get_logger(__name__)
 
 
 def metric(value: float | None, protocol: str, n: int | None = None) -> dict[str, Any]:
-    """``{"value", "protocol"}``, and ``"n"`` (the count behind a rate) when given."""
+    """One metric: its value, its protocol line and, for a rate, ``n``: the count it is a share
+    of (the report gives every rate with an ``n`` its Wilson 95 % interval)."""
     if value is not None and isinstance(value, float) and math.isnan(value):
         value = None
     out: dict[str, Any] = {"value": value, "protocol": protocol}
     if n is not None:
-        out["n"] = n
+        out["n"] = int(n)
     return out
 
 
@@ -58,24 +60,8 @@ UAE_METRICS = {
 }
 
 
-@torch.no_grad()
-def gan_eval_set(generator: nn.Module, per_class: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """A fixed set of clean AC-GAN samples (the same for every model of a study)."""
-    device = next(generator.parameters()).device
-    k = generator.num_classes
-    g = torch.Generator().manual_seed(seed + 99)
-    y = torch.arange(k).repeat_interleave(per_class)
-    z = torch.randn(y.shape[0], generator.z_dim, generator=g)
-    was = generator.training
-    generator.eval()
-    imgs = torch.cat(
-        [
-            generator(z[i : i + 500].to(device), y[i : i + 500].to(device)).cpu()
-            for i in range(0, y.shape[0], 500)
-        ]
-    )
-    generator.train(was)
-    return imgs, y
+#: Offset of the GAN-sample accuracy's stream from the study's seed (its own fixed samples).
+GAN_ACC_STREAM = 99
 
 
 def evaluate_model(
@@ -91,19 +77,29 @@ def evaluate_model(
     transfer_from: str = "",
     seed: int = 0,
     train_attack: UnrestrictedConfig | None = None,
+    gan_batch: int | None = None,
 ) -> dict[str, Any]:
     """All metrics of the protocol for one model (in eval mode on its own device).
 
     ``train_attack``: the unrestricted technique's training attack; the UAE protocol lines
     name every setting in which the evaluation's attack differs from it.
+
+    Returns ``metrics`` (value, protocol and, for rates, ``n``), ``per_class_top1`` and
+    ``per_image``: for each rate over a fixed item list (the same test images, subset, GAN
+    samples and latent codes for every model of a study), its per-item outcomes packed by
+    :func:`advaug.evaluate.accuracy.pack_outcomes`, for the report's paired intervals.
+    ``gan_batch`` is the batch the GAN trained with (the GAN samples are generated in shuffled
+    batches of that size; default ``cfg.batch_size``).
     """
     device = next(model.parameters()).device
     model.eval()
     out: dict[str, Any] = {}
+    outcomes: dict[str, torch.Tensor] = {}
     n = test_x.shape[0]
     clean = accuracy(model, test_x, test_y, cfg.batch_size)
-    out["clean_top1"] = metric(clean["top1"], f"{dataset} test split, {n} images")
-    out["clean_top5"] = metric(clean["top5"], f"{dataset} test split, {n} images")
+    out["clean_top1"] = metric(clean["top1"], f"{dataset} test split, {n} images", n)
+    out["clean_top5"] = metric(clean["top5"], f"{dataset} test split, {n} images", n)
+    outcomes["clean_top1"], outcomes["clean_top5"] = clean["hits1"], clean["hits5"]
     rx, ry = test_x, test_y
     if cfg.robust_samples and cfg.robust_samples < n:
         sub = class_balanced_subset(test_x, test_y, cfg.robust_samples, seed=0)
@@ -124,26 +120,40 @@ def evaluate_model(
             device=device,
             split=f"{dataset} test (class-balanced)",
             seed=seed,
+            outcomes=outcomes,
         )
     )
     if gan is not None and cfg.gan_samples_per_class:
-        gx, gy = gan_eval_set(gan.generator, cfg.gan_samples_per_class, seed)
-        acc = (predict(model, gx, cfg.batch_size).argmax(1) == gy).double().mean().item()
+        batch = gan_batch or cfg.batch_size
+        _, ok = gan_test_outcomes(
+            model, gan.generator, cfg.gan_samples_per_class, batch, seed + GAN_ACC_STREAM
+        )
+        outcomes["gan_acc"] = ok
         out["gan_acc"] = metric(
-            acc,
-            f"clean AC-GAN samples, {cfg.gan_samples_per_class} per class "
-            f"({gx.shape[0]}), fixed latents seed {seed}",
+            ok.double().mean().item(),
+            f"clean AC-GAN samples, {cfg.gan_samples_per_class} per class ({ok.shape[0]}), "
+            f"generated in shuffled mixed-class batches of {batch}, fixed latents seed {seed}",
+            ok.shape[0],
         )
     if gan is not None and cfg.uae_samples:
-        out.update(_uae_metrics(model, gan, reference, cfg, seed, train_attack))
+        uae, outcomes["uae_success"] = _uae_metrics(
+            model, gan, reference, cfg, seed, train_attack
+        )
+        out.update(uae)
     if transfer is not None and len(transfer.successes()):
         ok = transfer.successes()
         acc = (predict(model, ok.images, cfg.batch_size).argmax(1) == ok.source.cpu()).double()
         out["transfer_uae_acc"] = metric(
             acc.mean().item(),
             f"accuracy (label = source) on {len(ok)} UAEs made against {transfer_from}",
+            len(ok),
         )
-    return {"metrics": out, "per_class_top1": clean["per_class"]}
+        outcomes["transfer_uae_acc"] = acc.bool()
+    return {
+        "metrics": out,
+        "per_class_top1": clean["per_class"],
+        "per_image": {k: pack_outcomes(v) for k, v in outcomes.items()},
+    }
 
 
 def _uae_metrics(
@@ -153,9 +163,10 @@ def _uae_metrics(
     cfg: EvalConfig,
     seed: int,
     train_attack: UnrestrictedConfig | None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], torch.Tensor]:
     """The UAE block: decomposed success, legitimacy with its baseline, AC agreement, latent
-    distance, steps and (with ``uae_targeted_per_pair``) targeted success per pair."""
+    distance, steps and (with ``uae_targeted_per_pair``) targeted success per pair; and the
+    per-code success (the same codes for every model of a study: the paired intervals' items)."""
     attack = cfg.uae_attack()
     res = run_uae(gan.generator, gan.critic, model, cfg.uae_samples, attack, seed=seed)
     proto = attack_protocol(attack, cfg.uae_samples, seed, train_attack)
@@ -181,7 +192,7 @@ def _uae_metrics(
             out[f"uae_targeted_success_{stat}"] = metric(
                 tp[stat], f"{stat} of the {t_proto}", tp["n"]
             )
-    return out
+    return out, res.success.cpu()
 
 
 #: RobustBench's CIFAR L∞ budget and test-set size.
@@ -293,6 +304,7 @@ def evaluate_checkpoint(
         dataset=cfg.data.name,
         gan=pair,
         seed=cfg.seed,
+        gan_batch=cfg.gan.batch_size,
     )
     res["checkpoint"] = str(checkpoint)
     res["robustbench"] = robustbench_comparability(cfg, len(splits.test))

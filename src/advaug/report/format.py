@@ -31,6 +31,10 @@ _LABELS = {
     "is_mean": "Inception score",
     "is_std": "Inception score (std over splits)",
     "diversity_ratio": "Diversity ratio (fake / real)",
+    "classifier_fid": "Classifier-feature FID",
+    "gan_test_acc": "Reference classifier's accuracy (GAN-test)",
+    "ac_test_acc": "AC-head accuracy",
+    "collapsed_classes": "Collapsed classes",
 }
 _ATTACK_NAMES = {"fgsm": "FGSM", "autoattack": "AutoAttack", "pgd": "PGD", "cw": "CW"}
 _NOT_PERCENT = ("steps", "seconds", "time", "fid", "kid", "inception", "loss", "count", "lpips")

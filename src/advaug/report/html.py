@@ -24,7 +24,15 @@ from advaug.report.format import (
 )
 from advaug.report.human import human_html
 from advaug.report.load import StudyData, num
-from advaug.report.tables import ResultsTable, cell_text, header
+from advaug.report.stats import rate_interval
+from advaug.report.tables import (
+    INTERVAL_PROTOCOL,
+    ResultsTable,
+    cell_text,
+    diff_text,
+    header,
+    interval_text,
+)
 
 CSS = """
 *{box-sizing:border-box}
@@ -175,6 +183,11 @@ def _howto(table: ResultsTable) -> str:
         "std are not evidence.",
         "↑ marks rows where higher is better for the classifier, ↓ where lower is better; "
         "<b>bold</b> is the best mean of such a row.",
+        "Under a rate: its <b>Wilson 95 % interval</b> and the number of items n it is a share "
+        "of (test images, GAN samples, latent codes); under each technique, its <b>difference "
+        "from <code>none</code></b> in percentage points with a 95 % bootstrap interval over "
+        "seeds and items. An interval that excludes 0 is evidence of a difference; one that "
+        "spans 0 is not.",
         "Each metric's number in the first column points to its protocol below the table (data "
         "split, sample counts, attack and budget, checkpoint). Numbers measured under different "
         "protocols are not comparable.",
@@ -253,6 +266,15 @@ def results_table(table: ResultsTable) -> str:
             text = escape(cell_text(table, t, k))
             seeds = _seed_line(k, s.values, ref) if len(s.values) > 1 else ""
             extra = f'<span class="seeds">{escape(seeds)}</span>' if seeds else ""
+            if s.ci is not None:
+                extra += (
+                    f'<span class="seeds">95% CI {escape(interval_text(k, s.ci))}, '
+                    f"n={s.items}</span>"
+                )
+            d = table.diffs.get(t, {}).get(k)
+            if d is not None:
+                unit = " pp" if is_percent(k) else ""
+                extra += f'<span class="seeds">vs none {escape(diff_text(k, d))}{unit}</span>'
             cls = "num best" if t in best else "num"
             cells.append(f'<td class="{cls}">{text}{extra}</td>')
         rows.append(f"<tr><td>{name}<br><code>{escape(k)}</code></td>{''.join(cells)}</tr>")
@@ -263,6 +285,7 @@ def results_table(table: ResultsTable) -> str:
     return (
         f'<div class="wide"><table>{"".join(rows)}</table></div>'
         f'<h3>Protocol</h3><ol class="protocol">{protos}</ol>'
+        f'<p class="muted">Intervals: {escape(INTERVAL_PROTOCOL)}</p>'
     )
 
 
@@ -326,17 +349,27 @@ def _gan_section(study: StudyData) -> str:
     parts = []
     quality = gan.get("quality") if isinstance(gan.get("quality"), dict) else {}
     if quality:
-        rows = ["<tr><th>Metric</th><th class='num'>Value</th><th>Protocol</th></tr>"]
+        rows = [
+            "<tr><th>Metric</th><th class='num'>Generator</th><th class='num'>Real data</th>"
+            "<th>Protocol</th></tr>"
+        ]
         for k, entry in quality.items():
             entry = entry if isinstance(entry, dict) else {"value": entry}
-            v = num(entry.get("value"))
-            val = fmt_value(k, v) + ("%" if is_percent(k) and v is not None else "")
+            gen = _gan_value(k, entry.get("value"), entry.get("n"))
+            real = _gan_value(k, entry.get("real"), entry.get("real_n"))
             rows.append(
                 f"<tr><td>{escape(label(k))}<br><code>{escape(k)}</code></td>"
-                f"<td class='num'>{escape(val)}</td>"
+                f"<td class='num'>{gen}</td><td class='num'>{real}</td>"
                 f"<td>{escape(str(entry.get('protocol') or 'protocol not recorded'))}</td></tr>"
             )
         parts.append(f"<table>{''.join(rows)}</table>")
+        parts.append(
+            '<p class="muted">Real data: the same number for real images, the scale of the '
+            "generator's: FID-type numbers compare two disjoint class-stratified halves of the "
+            "reference split at the generator's sample counts (a perfect generator scores about "
+            "this, not 0); accuracies are on the real test split. Rates show their Wilson 95 % "
+            "interval and count n.</p>"
+        )
     else:
         parts.append('<p class="muted">No GAN quality metrics in study.json.</p>')
     result = gan.get("result") if isinstance(gan.get("result"), dict) else {}
@@ -353,6 +386,18 @@ def _gan_section(study: StudyData) -> str:
         )
         parts.append(f'<h3>GAN training run</h3><dl class="facts">{items}</dl>')
     return "".join(parts)
+
+
+def _gan_value(key: str, value: Any, n: Any) -> str:
+    """One GAN-quality number (escaped HTML); a rate with its count gets its interval."""
+    v = num(value)
+    if v is None:
+        return DASH
+    text = escape(fmt_value(key, v) + ("%" if is_percent(key) else ""))
+    ci = rate_interval(v, n) if is_percent(key) else None
+    if ci is not None:
+        text += f'<span class="seeds">95% CI {escape(interval_text(key, ci))}, n={n}</span>'
+    return text
 
 
 def _short(v: Any) -> str:
@@ -479,8 +524,9 @@ def render_html(study: StudyData, table: ResultsTable, plots: dict[str, bytes]) 
         + _figure(
             plots.get("per_class"),
             "per-class accuracy",
-            "Per-class test top-1 of each technique (mean over seeds), classes sorted from best "
-            "to worst for each technique separately.",
+            "Per-class test top-1 of each technique (mean over seeds), the classes named under "
+            "the axis, in one order for every technique: from the first technique's best class "
+            "to its worst.",
         )
         + "</section>",
         f'<section id="samples"><h2>Samples</h2>{samples or "<p>No sample grids.</p>"}</section>',

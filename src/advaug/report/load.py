@@ -100,6 +100,14 @@ class ModelRun:
         vals = [num(v) for v in pc]
         return None if any(v is None for v in vals) else vals  # type: ignore[return-value]
 
+    def outcomes(self, key: str) -> Any:
+        """The per-item outcomes (numpy bool array) the evaluation saved for metric ``key``, or
+        None (older evaluations saved none)."""
+        from advaug.report.stats import unpack_outcomes
+
+        per = (self.eval or {}).get("per_image")
+        return unpack_outcomes(per.get(key)) if isinstance(per, dict) else None
+
     def cost(self) -> dict[str, float | None]:
         """Seconds per epoch, training seconds and epochs: from the eval, else the result."""
         c = (self.eval or {}).get("cost")

@@ -171,26 +171,40 @@ def cost_chart(table: ResultsTable) -> bytes | None:
         return _png(fig)
 
 
+#: The most class names the per-class plot writes under its axis (more classes: every m-th).
+MAX_CLASS_TICKS = 30
+
+
 def per_class(study: StudyData) -> bytes | None:
-    """Per-class test top-1 of each technique, classes sorted from best to worst (mean over
-    seeds), so that the spread across classes is visible."""
+    """Per-class test top-1 of each technique (mean over seeds). The classes are in one order
+    for every technique, from the first technique's best class to its worst (``none`` in a
+    study), so that the lines compare class by class; the axis names the classes (every one up
+    to ``MAX_CLASS_TICKS``, else evenly spaced ones)."""
     col = colours(study.techniques)
-    with _figure(7.0, 3.2) as fig:
+    means: dict[str, list[float]] = {}
+    for t in study.techniques:
+        rows = [m.per_class for m in study.by_technique(t) if m.per_class]
+        rows = [r for r in rows if len(r) == len(rows[0])]
+        if rows:
+            means[t] = [sum(c) / len(rows) for c in zip(*rows)]
+    k = len(next(iter(means.values()))) if means else 0
+    means = {t: m for t, m in means.items() if len(m) == k}
+    if not means:
+        return None
+    first = next(iter(means))
+    order = sorted(range(k), key=lambda c: -means[first][c])
+    known = study.meta.get("classes")
+    names = [str(known[c]) if isinstance(known, list) and c < len(known) else str(c)
+             for c in order]  # fmt: skip
+    with _figure(max(7.0, min(14.0, 0.28 * k + 2)), 3.8) as fig:
         ax = fig.subplots()
-        drawn = False
-        for t in study.techniques:
-            rows = [m.per_class for m in study.by_technique(t) if m.per_class]
-            rows = [r for r in rows if rows and len(r) == len(rows[0])]
-            if not rows:
-                continue
-            mean = [sum(col_) / len(rows) for col_ in zip(*rows)]
-            ys = sorted((100 * v for v in mean), reverse=True)
-            ax.plot(range(1, len(ys) + 1), ys, color=col[t], label=t, lw=1.6)
-            drawn = True
-        if not drawn:
-            return None
-        ax.set_xlabel("class rank (sorted per technique)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        for t, m in means.items():
+            ax.plot(range(k), [100 * m[c] for c in order], color=col[t], label=t, lw=1.6,
+                    marker="o" if k <= MAX_CLASS_TICKS else None, ms=3)  # fmt: skip
+        step = max(1, math.ceil(k / MAX_CLASS_TICKS))
+        ticks = list(range(0, k, step))
+        ax.set_xticks(ticks, [names[i] for i in ticks], rotation=60, ha="right", fontsize=7.5)
+        ax.set_xlabel(f"class (sorted by {first}'s accuracy, best first)")
         ax.set_ylabel("test top-1 of the class (%)")
         ax.set_ylim(0, 101)
         ax.legend(loc="lower left")

@@ -19,6 +19,7 @@ from advaug.report.files import write_text
 from advaug.report.format import DASH, fmt_stat, is_percent, label, order_metrics, row_ref
 from advaug.report.human import human_markdown, labelled
 from advaug.report.load import StudyData, num
+from advaug.report.stats import Difference, paired_difference, rate_interval, wilson
 
 BASELINE = "none"
 COST_PROTOCOL = (
@@ -29,24 +30,46 @@ COST_PROTOCOL = (
 
 @dataclass
 class Stat:
-    """Mean, sample std (ddof=1; ``None`` below two values) and count of the finite values."""
+    """Mean, sample std (ddof=1; ``None`` below two values) and count of the finite values.
+
+    For a rate whose every value carries its item count ``n`` (``{"model", "seed", "value",
+    "n"}``), also ``items`` (the counts summed over the values) and ``ci``: the Wilson 95 %
+    interval of the pooled share (sum of round(value·n) over sum of n), which is the interval of
+    the cell's mean when all values have the same n. Each value gets its own ``ci`` too. These
+    intervals cover the sampling of the evaluated items only; the paired differences from
+    ``none`` (``ResultsTable.diffs``) also cover the seeds.
+    """
 
     mean: float | None
     std: float | None
     n: int
-    values: list[dict[str, Any]] = field(default_factory=list)  # {"model", "seed", "value"}
+    values: list[dict[str, Any]] = field(default_factory=list)  # {"model", "seed", "value"...}
     protocol: str | None = None
+    items: int | None = None
+    ci: tuple[float, float] | None = None
 
     @classmethod
     def of(cls, values: list[dict[str, Any]], protocol: str | None = None) -> Stat:
         xs = [v["value"] for v in values if v["value"] is not None]
         mean = statistics.fmean(xs) if xs else None
         std = statistics.stdev(xs) if len(xs) >= 2 else None
-        return cls(mean, std, len(xs), values, protocol)
+        items, ci = None, None
+        known = [v for v in values if v["value"] is not None]
+        for v in known:
+            if "n" in v:
+                v["ci"] = rate_interval(v["value"], v["n"])
+        if known and all(v.get("ci") is not None for v in known):
+            items = sum(int(v["n"]) for v in known)
+            ci = wilson(sum(round(v["value"] * int(v["n"])) for v in known), items)
+        return cls(mean, std, len(xs), values, protocol, items, ci)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mean": self.mean, "std": self.std, "n": self.n}
-        out["values"] = self.values
+        if self.ci is not None:
+            out["items"], out["ci95"] = self.items, list(self.ci)
+        out["values"] = [
+            {**v, "ci": list(v["ci"])} if v.get("ci") is not None else v for v in self.values
+        ]
         if self.protocol is not None:
             out["protocol"] = self.protocol
         return out
@@ -65,6 +88,8 @@ class ResultsTable:
     ratio: dict[str, float | None]
     models: dict[str, list[str]]  # technique → models with an evaluation
     cost_protocol: str = COST_PROTOCOL
+    # technique → metric → paired difference from `none` (only where per-item outcomes exist)
+    diffs: dict[str, dict[str, Difference]] = field(default_factory=dict)
 
     def protocol_line(self, metric: str) -> str:
         """The metric's protocol; when models differ, each variant with the models using it."""
@@ -112,7 +137,11 @@ def build_table(study: StudyData) -> ResultsTable:
                     entry = {"value": entry}
                 if not isinstance(entry, dict):
                     continue
-                vals.append({"model": m.name, "seed": m.seed, "value": num(entry.get("value"))})
+                val = {"model": m.name, "seed": m.seed, "value": num(entry.get("value"))}
+                count = entry.get("n")
+                if isinstance(count, int) and not isinstance(count, bool):
+                    val["n"] = count
+                vals.append(val)
                 p = entry.get("protocol")
                 if p:
                     protocols[k].setdefault(str(p), []).append(m.name)
@@ -136,8 +165,39 @@ def build_table(study: StudyData) -> ResultsTable:
     if rts:
         proto += f"; measured on {rts}"
     return ResultsTable(
-        techniques, metrics, cells, protocols, spe, train_s, ratio, evaluated, proto
-    )
+        techniques, metrics, cells, protocols, spe, train_s, ratio, evaluated, proto,
+        _differences(study, techniques, metrics),
+    )  # fmt: skip
+
+
+def _outcomes_by_seed(study: StudyData, technique: str, key: str) -> dict[int, Any]:
+    out = {}
+    for m in study.by_technique(technique):
+        o = m.outcomes(key) if m.seed is not None else None
+        if o is not None:
+            out[m.seed] = o
+    return out
+
+
+def _differences(
+    study: StudyData, techniques: list[str], metrics: list[str]
+) -> dict[str, dict[str, Difference]]:
+    """Each technique's paired difference from ``none`` for every metric whose per-item
+    outcomes both saved (bootstrapped over seeds and items, see ``report.stats``)."""
+    if BASELINE not in techniques:
+        return {}
+    out: dict[str, dict[str, Difference]] = {}
+    for k in metrics:
+        base = _outcomes_by_seed(study, BASELINE, k)
+        if not base:
+            continue
+        for t in techniques:
+            if t == BASELINE:
+                continue
+            d = paired_difference(_outcomes_by_seed(study, t, k), base)
+            if d is not None:
+                out.setdefault(t, {})[k] = d
+    return out
 
 
 # -- writers ---------------------------------------------------------------------------------
@@ -157,8 +217,9 @@ def to_json(table: ResultsTable, study: StudyData) -> dict[str, Any]:
         "units": {k: ("fraction" if is_percent(k) else "value") for k in table.metrics},
         "protocols": {k: table.protocol_line(k) for k in table.metrics},
         "table": {
-            t: {k: table.cells[t][k].to_json() for k in table.metrics} for t in table.techniques
+            t: {k: _cell_json(table, t, k) for k in table.metrics} for t in table.techniques
         },
+        "intervals": INTERVAL_PROTOCOL,
         "cost": {
             t: {
                 "seconds_per_epoch": table.seconds_per_epoch[t].to_json(),
@@ -183,11 +244,23 @@ def to_json(table: ResultsTable, study: StudyData) -> dict[str, Any]:
     }
 
 
+def _cell_json(table: ResultsTable, t: str, k: str) -> dict[str, Any]:
+    out = table.cells[t][k].to_json()
+    d = table.diffs.get(t, {}).get(k)
+    if d is not None:
+        out["diff_vs_none"] = d.to_json()
+    return out
+
+
 def to_csv(table: ResultsTable) -> str:
-    """One row per technique: ``n_models``, ``<metric>_mean``, ``<metric>_std``, then cost."""
+    """One row per technique: ``n_models``; per metric ``_mean``, ``_std``, the item count
+    ``_n`` and Wilson interval ``_ci_low``/``_ci_high`` of rates, and the paired difference from
+    ``none`` with its bootstrap interval (``_diff``, ``_diff_low``, ``_diff_high``); then cost.
+    Empty where a number does not apply."""
     header = ["technique", "n_models"]
     for k in table.metrics:
-        header += [f"{k}_mean", f"{k}_std"]
+        header += [f"{k}_mean", f"{k}_std", f"{k}_n", f"{k}_ci_low", f"{k}_ci_high"]
+        header += [f"{k}_diff", f"{k}_diff_low", f"{k}_diff_high"]
     header += ["seconds_per_epoch_mean", "seconds_per_epoch_std", "cost_ratio_to_none"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -200,22 +273,57 @@ def to_csv(table: ResultsTable) -> str:
         row: list[str] = [t, str(len(table.models[t]))]
         for k in table.metrics:
             s = table.cells[t][k]
-            row += [cell(s.mean), cell(s.std)]
+            lo, hi = s.ci if s.ci is not None else (None, None)
+            row += [cell(s.mean), cell(s.std), "" if s.items is None else str(s.items)]
+            row += [cell(lo), cell(hi)]
+            d = table.diffs.get(t, {}).get(k)
+            row += [cell(d.diff), cell(d.low), cell(d.high)] if d else ["", "", ""]
         s = table.seconds_per_epoch[t]
         row += [cell(s.mean), cell(s.std), cell(table.ratio[t])]
         w.writerow(row)
     return buf.getvalue()
 
 
-def cell_text(table: ResultsTable, t: str, k: str, pct_digits: int = 2) -> str:
+def cell_text(
+    table: ResultsTable, t: str, k: str, pct_digits: int = 2, ci: bool = False
+) -> str:
     """``mean ± std`` of one cell in its row's precision, with ``(n=k)`` when values are
-    missing for some models."""
+    missing for some models; with ``ci``, the Wilson 95 % interval of a rate after it."""
     s = table.cells[t][k]
     ref = row_ref([table.cells[u][k].mean for u in table.techniques])
     text = fmt_stat(k, s.mean, s.std, pct_digits, ref)
     if s.mean is not None and s.n < len(table.models[t]):
         text += f" (n={s.n})"
+    if ci and s.ci is not None:
+        text += f" {interval_text(k, s.ci, pct_digits)}"
     return text
+
+
+def interval_text(k: str, ci: tuple[float, float], pct_digits: int = 2) -> str:
+    """``[lo, hi]`` in the metric's unit (percent for rates)."""
+    if is_percent(k):
+        return f"[{100 * ci[0]:.{pct_digits}f}, {100 * ci[1]:.{pct_digits}f}]"
+    return f"[{ci[0]:.4g}, {ci[1]:.4g}]"
+
+
+def diff_text(k: str, d: Difference, pct_digits: int = 2) -> str:
+    """``+1.20 [+0.40, +2.00]``: percentage points for rates."""
+    scale = 100 if is_percent(k) else 1
+    return (
+        f"{scale * d.diff:+.{pct_digits}f} "
+        f"[{scale * d.low:+.{pct_digits}f}, {scale * d.high:+.{pct_digits}f}]"
+    )
+
+
+INTERVAL_PROTOCOL = (
+    "Rates carry their item count n and a Wilson 95 % score interval (scipy.stats.binomtest"
+    "(k, n).proportion_ci(method='wilson')); with several seeds it is the interval of the pooled "
+    "share (the sum of k over the sum of n), so it covers the sampling of the evaluated items, "
+    "not the variation between training seeds. Differences from `none` are mean over seeds of "
+    "rate(technique, s) - rate(none, s) on the same items, with a 95 % percentile interval from "
+    "2,000 bootstrap replicates that resample the paired seeds and, independently, the items "
+    "(the same items for both techniques): it covers both sources of variation."
+)
 
 
 def _spe_ref(table: ResultsTable) -> float | None:
@@ -240,7 +348,8 @@ def to_markdown(table: ResultsTable, study: StudyData) -> str:
         "",
         f"Dataset {meta.get('dataset', DASH)}, preset {meta.get('preset', DASH)}, "
         f"seeds {seeds}. Cells are mean ± std over seeds (sample std, ddof=1; no std with "
-        "one seed); (n=k) marks a cell with fewer values than models.",
+        "one seed), then, for rates, the Wilson 95 % interval in brackets; (n=k) marks a cell "
+        "with fewer values than models.",
         "",
     ]
     cols = ["Technique", "Models"] + [header(k) for k in table.metrics]
@@ -249,14 +358,16 @@ def to_markdown(table: ResultsTable, study: StudyData) -> str:
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|")
     for t in table.techniques:
         row = [f"`{t}`", str(len(table.models[t]))]
-        row += [cell_text(table, t, k) for k in table.metrics]
+        row += [cell_text(table, t, k, ci=True) for k in table.metrics]
         s = table.seconds_per_epoch[t]
         row += [fmt_stat("seconds", s.mean, s.std, ref=_spe_ref(table)), _ratio(table.ratio[t])]
         lines.append("| " + " | ".join(row) + " |")
+    lines += _diff_markdown(table)
     lines += ["", "## Protocol", ""]
     for k in table.metrics:
         lines.append(f"- **{header(k)}** (`{k}`): {table.protocol_line(k)}")
     lines.append(f"- **Seconds/epoch, cost vs none**: {table.cost_protocol}")
+    lines.append(f"- **Intervals**: {INTERVAL_PROTOCOL}")
     lines += ["", "## Models", ""]
     lines.append("| Model | Technique | Seed | Evaluated | Checkpoint |")
     lines.append("|---|---|---:|---|---|")
@@ -268,6 +379,32 @@ def to_markdown(table: ResultsTable, study: StudyData) -> str:
     if study.notes:
         lines += ["", "## Missing", ""] + [f"- {n}" for n in study.notes]
     return "\n".join(lines) + "\n"
+
+
+def _diff_markdown(table: ResultsTable) -> list[str]:
+    """The paired differences from ``none``: technique × metric (percentage points)."""
+    keys = [k for k in table.metrics if any(k in d for d in table.diffs.values())]
+    techs = [t for t in table.techniques if table.diffs.get(t)]
+    if not keys or not techs:
+        return []
+    seeds = {d.seeds for ds in table.diffs.values() for d in ds.values()}
+    lines = [
+        "",
+        f"## Difference from `{BASELINE}`",
+        "",
+        "Technique minus `none`, mean over paired seeds, with its 95 % bootstrap interval over "
+        f"seeds ({', '.join(str(s) for s in sorted(seeds))} paired) and items; percentage "
+        "points for rates. An interval that excludes 0 is evidence of a difference.",
+        "",
+        "| Technique | " + " | ".join(header(k).replace(" (%)", " (pp)") for k in keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
+    for t in techs:
+        cells = [
+            diff_text(k, table.diffs[t][k]) if k in table.diffs[t] else DASH for k in keys
+        ]
+        lines.append(f"| `{t}` | " + " | ".join(cells) + " |")
+    return lines
 
 
 def table_text(table: ResultsTable, study: StudyData, width: int = 100) -> str:

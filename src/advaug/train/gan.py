@@ -34,7 +34,7 @@ from advaug.data.loader import DeviceLoader
 from advaug.data.splits import Splits
 from advaug.errors import NumericalError
 from advaug.evaluate.gan_quality import diversity
-from advaug.imaging import make_grid, save_grid
+from advaug.imaging import make_grid, save_grid, save_labelled_grid
 from advaug.log import fmt_seconds, get_logger, progress
 from advaug.models import build_gan
 from advaug.models.gan import Critic, Generator, image_kwargs, recompute_standing_stats, sample
@@ -57,8 +57,12 @@ from advaug.train.steps import critic_step, generator_step
 
 log = get_logger(__name__)
 
-#: Test images for the AC accuracy and the collapse check during training (the first N).
+#: Images for the AC accuracy and the collapse check during training (the first N of the
+#: validation split when there is one, else of the test split).
 MONITOR_IMAGES = 2000
+#: Largest share of the EMA's weight that may stay on the weights it started from (the G of
+#: iteration ``ema_start``) before ``train_gan`` warns that the warm-up is too short.
+EMA_START_SHARE = 0.01
 #: Images per forward pass in those checks.
 EVAL_CHUNK = 500
 #: Samples per class in the collapse check.
@@ -243,7 +247,32 @@ def _build(job: GANJob, rt: Runtime, splits: Splits) -> GANState:
     rng = torch.Generator(device=rt.device)
     rng.manual_seed(ddp.rank_seed(job.seed + 1, rt.rank))
     ema = make_ema(g, cfg.ema_decay, use_buffers=False)
+    if ema is not None and rt.is_main:
+        warn_short_ema(cfg.ema_decay, cfg.iters - cfg.ema_start)
     return GANState(g, d, g_net, d_net, opt_g, opt_d, ema, loader, rng, splits, job.seed)
+
+
+def ema_start_share(decay: float, updates: int) -> float:
+    """The weight an EMA with ``decay`` still puts on its starting weights after ``updates``
+    updates: ``decay ** (updates - 1)`` (the first update copies the weights, each later one
+    multiplies the old average by ``decay``)."""
+    return decay ** max(0, updates - 1)
+
+
+def warn_short_ema(decay: float, updates: int, limit: float = EMA_START_SHARE) -> float:
+    """Warn (and return the share) when the EMA of G keeps more than ``limit`` of its weight on
+    the first weights it saw: e.g. decay 0.999 over 1,000 iterations keeps 37 %."""
+    share = ema_start_share(decay, updates)
+    if share > limit:
+        longest = limit ** (1 / max(1, updates - 1))
+        needed = 1 + math.log(limit) / math.log(decay)
+        log.warning(
+            "GAN EMA: decay %g over %d iterations keeps %.0f%% of its weight on the generator "
+            "it started from; set gan.ema_decay <= %.4g, or gan.iters - gan.ema_start >= %d, "
+            "to bring it under %.0f%%",
+            decay, updates, 100 * share, longest, math.ceil(needed), 100 * limit,
+        )  # fmt: skip
+    return share
 
 
 def _batches(loader: DeviceLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -352,7 +381,8 @@ def _finish(job: GANJob, run: Run, rt: Runtime, st: GANState, seconds: float) ->
     if rt.is_main:
         run.checkpoints.folder.mkdir(parents=True, exist_ok=True)  # none yet if iters < ckpt_every
         z, y = _fixed_noise(final_g, splits.num_classes, job.seed, rt.device)
-        grid = _grid(final_g, z, y, run.folder, st.it, cfg, name="final.png", standing=False)
+        grid = _grid(final_g, z, y, run.folder, st.it, cfg, name="final.png", standing=False,
+                     classes=splits.classes)  # fmt: skip
         run.log_image("samples/final", grid, st.it)
         _interpolation_grid(
             final_g, splits.num_classes, run.folder / "samples" / "interpolation.png", job.seed
@@ -365,14 +395,19 @@ def _finish(job: GANJob, run: Run, rt: Runtime, st: GANState, seconds: float) ->
 
 
 class _Monitor:
-    """What a GAN run watches as it trains (rank 0): the AC head's test accuracy and per-class
-    collapse every ``eval_every`` iterations, fixed-noise grids every ``sample_every``."""
+    """What a GAN run watches as it trains (rank 0): the AC head's accuracy and per-class
+    collapse every ``eval_every`` iterations, on the validation split when there is one (the
+    test split stays unseen until the end), else on the test split; fixed-noise grids every
+    ``sample_every``."""
 
     def __init__(self, run: Run, st: GANState, rt: Runtime, job: GANJob, collapse: float):
         self.run, self.st, self.rt, self.cfg = run, st, rt, job.gan
         self.collapse = collapse
-        self.x = st.splits.test.x[:MONITOR_IMAGES]
-        self.y = st.splits.test.y[:MONITOR_IMAGES]
+        val = st.splits.val
+        self.split = "val" if val is not None and len(val) else "test"
+        images = val if self.split == "val" else st.splits.test
+        self.x = images.x[:MONITOR_IMAGES]
+        self.y = images.y[:MONITOR_IMAGES]
         self.fixed = _fixed_noise(st.g, st.splits.num_classes, job.seed, rt.device)
 
     def after(self, it: int) -> None:
@@ -382,14 +417,15 @@ class _Monitor:
         if it % cfg.eval_every == 0 or it == cfg.iters:
             acc = _ac_accuracy(st.d, self.x, self.y, self.rt)
             div = _collapse_check(st.g, st.d, self.x, self.y, self.rt, k, self.collapse)
-            self.run.log(it, "test", {"ac_top1": acc, **div})
+            self.run.log(it, self.split, {"ac_top1": acc, **div})
             if div["collapsed_classes"]:
                 log.warning(
                     "GAN iteration %d: %d of %d classes look collapsed (spread < %.2f x real)",
                     it, div["collapsed_classes"], k, self.collapse,
                 )  # fmt: skip
         if it % cfg.sample_every == 0:
-            grid = _grid(st.sampler, *self.fixed, self.run.folder, it, cfg)
+            grid = _grid(st.sampler, *self.fixed, self.run.folder, it, cfg,
+                         classes=st.splits.classes)  # fmt: skip
             self.run.log_image("samples/fixed_noise", grid, it)
 
 
@@ -453,9 +489,12 @@ def _collapse_check(g, d, x, y, rt: Runtime, k: int, threshold: float) -> dict[s
     }
 
 
-def _grid(g, z, y, folder: Path, it: int, cfg: GANConfig, name=None, standing=True) -> Tensor:
-    """Fixed-noise grid: one row per class (up to 20), 10 samples each; saved as a PNG and
-    returned as one ``[C, H, W]`` image for the run's trackers."""
+def _grid(
+    g, z, y, folder: Path, it: int, cfg: GANConfig, name=None, standing=True, classes=None
+) -> Tensor:
+    """Fixed-noise grid: one row per class (up to 20), 10 samples each; saved as a PNG with the
+    class names left of the rows, and returned (unlabelled) as one ``[C, H, W]`` image for the
+    run's trackers."""
     was = g.training
     if standing and cfg.bn_stats == "running":
         # EMA weights have no matching running stats: estimate them (cheaply) for the grid.
@@ -463,7 +502,12 @@ def _grid(g, z, y, folder: Path, it: int, cfg: GANConfig, name=None, standing=Tr
         recompute_standing_stats(g, GRID_STANDING_BATCHES, max(2, cfg.batch_size), standing)
     imgs = sample(g, y, z=z)
     g.train(was)
-    save_grid(imgs, folder / "samples" / (name or f"grid-{it:07d}.png"), nrow=GRID_COLUMNS)
+    rows = (imgs.shape[0] + GRID_COLUMNS - 1) // GRID_COLUMNS
+    names = [str(c) for c in range(rows)]
+    if classes:
+        names = [classes[c] if c < len(classes) else str(c) for c in range(rows)]
+    save_labelled_grid(imgs, folder / "samples" / (name or f"grid-{it:07d}.png"),
+                       nrow=GRID_COLUMNS, row_labels=names)  # fmt: skip
     return make_grid(imgs, nrow=GRID_COLUMNS)
 
 

@@ -71,11 +71,19 @@ def gradient_penalty(
 
     α ~ U(0, 1) per sample ([B, 1, 1, 1], the seed) or per pixel (same shape as the images,
     Song et al.), drawn from ``rng`` on its device. The graph is kept (``create_graph=True``)
-    so the penalty trains the critic. Returns (GP scalar, interpolates x̂).
+    so the penalty trains the critic. The penalty is computed in float32 even under autocast.
+    Returns (GP scalar, interpolates x̂).
     """
     interpolates = _interpolates(real, fake, per_pixel_alpha, rng)
-    score, _ = critic(interpolates)
-    return _penalty(score, interpolates), interpolates
+    # The penalty is a difference of a gradient norm from 1, and its double backward multiplies
+    # small second derivatives: bf16 (8 bits of mantissa) rounds them away. So the critic's
+    # forward on the interpolates, the gradient and its double backward run in float32 (float64
+    # stays) even when the caller is inside a bf16 autocast region.
+    dtype = torch.promote_types(interpolates.dtype, torch.float32)
+    with torch.autocast(interpolates.device.type, enabled=False):
+        x_hat = interpolates.to(dtype).detach().requires_grad_(True)
+        score, _ = critic(x_hat)
+        return _penalty(score, x_hat), x_hat
 
 
 def critic_loss(

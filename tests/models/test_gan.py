@@ -288,6 +288,7 @@ def test_default_variant_is_what_the_config_defaults_build():
         "num_classes": 10,
         "ac_dropout": 0.0,
         "spectral_norm": False,
+        "channels": 3,
     }
     assert g.linear.in_features == 128
 

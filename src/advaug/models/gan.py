@@ -145,11 +145,26 @@ class _ResBlockUp(nn.Module):
         return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
-class Generator(nn.Module):
-    """G(z, y) → images in [0, 1], shape [B, 3, 32, 32].
+def up_plan(image_size: int) -> tuple[int, int]:
+    """(start side, number of ×2 up-blocks) of a generator for ``image_size``: halve while the
+    side stays even and above 7, at most 3 times; 32 → (4, 3), 28 → (7, 2), 64 → (8, 3)."""
+    side, blocks = image_size, 0
+    while side % 2 == 0 and side > 7 and blocks < 3:
+        side, blocks = side // 2, blocks + 1
+    if image_size < 1 or blocks < 2:
+        raise ConfigError(
+            f"image_size {image_size} cannot be reached from a small start by 2-3 doublings; "
+            "use a side divisible by 4 and at least 16, such as 28 or 32"
+        )
+    return side, blocks
 
-    Linear(z_dim [+ K] → 4·4·width) → 3 ResBlock-up (4→8→16→32) → BN → ReLU → conv3 → tanh,
-    mapped to [0, 1]. ``bn_stats`` chooses the eval-mode normalisation (see the module docstring).
+
+class Generator(nn.Module):
+    """G(z, y) → images in [0, 1], shape [B, channels, image_size, image_size].
+
+    Linear(z_dim [+ K] → s·s·width) → ResBlock-ups → BN → ReLU → conv3 → tanh, mapped to [0, 1]:
+    3 blocks from 4×4 for 32×32 (CIFAR), 2 blocks from 7×7 for 28×28 (MNIST; see
+    :func:`up_plan`). ``bn_stats`` chooses the eval-mode normalisation (see the module docstring).
 
     Examples::
 
@@ -168,17 +183,22 @@ class Generator(nn.Module):
         concat_onehot: bool = False,
         bn_stats: BnStats = "running",
         out_range: Literal["01"] = "01",
+        channels: int = 3,
+        image_size: int = 32,
     ) -> None:
         super().__init__()
         if bn_stats not in ("running", "batch"):
             raise ConfigError(f"bn_stats must be 'running' or 'batch', got {bn_stats!r}")
         if out_range != "01":
             raise ConfigError(f"out_range must be '01' (images in [0, 1]), got {out_range!r}")
-        if z_dim < 1 or width < 1 or num_classes < 1:
+        if z_dim < 1 or width < 1 or num_classes < 1 or channels < 1:
             raise ConfigError(
-                f"z_dim, width and num_classes must be positive, got {z_dim}, {width}, "
-                f"{num_classes}"
+                f"z_dim, width, num_classes and channels must be positive, got {z_dim}, {width}, "
+                f"{num_classes}, {channels}"
             )
+        self.start, n_blocks = up_plan(image_size)
+        self.channels = channels
+        self.image_size = image_size
         self.z_dim = z_dim
         self.width = width
         self.num_classes = num_classes
@@ -190,14 +210,17 @@ class Generator(nn.Module):
             "concat_onehot": concat_onehot,
             "bn_stats": bn_stats,
             "out_range": out_range,
+            "channels": channels,
+            "image_size": image_size,
         }
         eval_batch = bn_stats == "batch"
-        self.linear = _linear(z_dim + (num_classes if concat_onehot else 0), 4 * 4 * width)
+        side = self.start
+        self.linear = _linear(z_dim + (num_classes if concat_onehot else 0), side * side * width)
         self.blocks = nn.ModuleList(
-            [_ResBlockUp(width, width, num_classes, eval_batch) for _ in range(3)]
+            [_ResBlockUp(width, width, num_classes, eval_batch) for _ in range(n_blocks)]
         )
         self.bn_out = _BatchNorm2d(width, affine=True, eval_batch_stats=eval_batch)
-        self.conv_out = _conv(width, 3, 3, he=False)
+        self.conv_out = _conv(width, channels, 3, he=False)
         self._bn_stats: BnStats = bn_stats
 
     @property
@@ -216,11 +239,12 @@ class Generator(nn.Module):
                 m.eval_batch_stats = value == "batch"
 
     def forward(self, z: Tensor, y: Tensor) -> Tensor:
-        """Map latents z [B, z_dim] and labels y [B] (int64) to images [B, 3, 32, 32] in [0, 1]."""
+        """Map latents z [B, z_dim] and labels y [B] (int64) to images
+        [B, channels, image_size, image_size] in [0, 1]."""
         h = z
         if self.concat_onehot:
             h = torch.cat([z, F.one_hot(y, self.num_classes).to(z.dtype)], dim=1)
-        h = self.linear(h).view(z.shape[0], self.width, 4, 4)
+        h = self.linear(h).view(z.shape[0], self.width, self.start, self.start)
         for block in self.blocks:
             h = block(h, y)
         h = self.conv_out(F.relu(self.bn_out(h)))
@@ -334,7 +358,8 @@ def sample(
     finally:
         generator.train(was_training)
     if not out:
-        return torch.empty(0, 3, 32, 32, device=device)
+        c, s = generator.channels, generator.image_size
+        return torch.empty(0, c, s, s, device=device)
     return torch.cat(out)
 
 
@@ -386,6 +411,8 @@ class Critic(nn.Module):
     """D(x) → (critic score [B], AC logits [B, K]) for images x in [0, 1].
 
     No normalisation layers, the label never enters D (it is only the AC head's target).
+    Any image size works (the last features are averaged over space); ``channels`` is the
+    images' channel count.
     ``spectral_norm`` wraps every conv and linear layer with
     ``torch.nn.utils.parametrizations.spectral_norm``.
 
@@ -405,12 +432,16 @@ class Critic(nn.Module):
         num_classes: int = 100,
         ac_dropout: float = 0.0,
         spectral_norm: bool = False,
+        channels: int = 3,
     ) -> None:
         super().__init__()
         if not 0.0 <= ac_dropout < 1.0:
             raise ConfigError(f"ac_dropout must be in [0, 1), got {ac_dropout}")
-        if width < 1 or num_classes < 1:
-            raise ConfigError(f"width and num_classes must be positive, got {width}, {num_classes}")
+        if width < 1 or num_classes < 1 or channels < 1:
+            raise ConfigError(
+                f"width, num_classes and channels must be positive, got {width}, {num_classes}, "
+                f"{channels}"
+            )
         self.width = width
         self.num_classes = num_classes
         self.arch_kwargs: dict[str, Any] = {
@@ -418,9 +449,10 @@ class Critic(nn.Module):
             "num_classes": num_classes,
             "ac_dropout": ac_dropout,
             "spectral_norm": spectral_norm,
+            "channels": channels,
         }
         self.blocks = nn.Sequential(
-            _OptimizedBlock(3, width),
+            _OptimizedBlock(channels, width),
             _ResBlockDown(width, width),
             _ResBlock(width),
             _ResBlock(width),

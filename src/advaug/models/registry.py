@@ -139,6 +139,11 @@ class Registry:
             names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         return names
 
+    def options(self, name: str) -> list[str]:
+        """The keyword options variant ``name`` takes (besides ``num_classes``); [] if unknown."""
+        entry = self._entries.get(name)
+        return entry.options if entry is not None else []
+
     def build(self, name: str, num_classes: int, **overrides: Any) -> tuple[nn.Module, ...]:
         """Build variant ``name``: one module per factory, each with ``arch_kwargs`` recorded.
 
@@ -203,7 +208,7 @@ def register_model(name: str, **defaults: Any) -> Callable[[F], F]:
 
         >>> # tiny.py registers its class with @register_model("tiny-cnn") above `class TinyCNN`
         >>> build_model("tiny-cnn", num_classes=10, width=4).arch_kwargs
-        {'num_classes': 10, 'width': 4, 'normalize': 'cifar'}
+        {'num_classes': 10, 'width': 4, 'normalize': 'cifar', 'in_channels': 3}
 
     :class:`Registry` shows the decorator at work on a registry of its own.
     """

@@ -426,3 +426,28 @@ def test_invalid_arguments_raise_config_error():
         Generator(bn_stats="moving")  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
         Critic(ac_dropout=1.0)
+
+
+# --- one-channel 28x28 images (MNIST, Fashion-MNIST) -------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["acgan", "acgan-seed", "acgan-song"])
+def test_variants_draw_and_judge_one_channel_28px_images(variant: str) -> None:
+    g, d = build_gan(variant, num_classes=10, width=8, z_dim=8, channels=1, image_size=28)
+    y = torch.arange(4)
+    with torch.no_grad():
+        x = g(torch.randn(4, 8), y)
+    assert x.shape == (4, 1, 28, 28) and 0 <= float(x.min()) <= float(x.max()) <= 1
+    score, logits = d(x)
+    assert score.shape == (4,) and logits.shape == (4, 10)
+    assert len(g.blocks) == 2 and g.linear.out_features == 7 * 7 * 8  # 7 -> 14 -> 28
+    assert sample(g, torch.zeros(0, dtype=torch.long)).shape == (0, 1, 28, 28)
+
+
+def test_up_plan_and_bad_image_sizes() -> None:
+    from advaug.models.gan import up_plan
+
+    assert [up_plan(s) for s in (28, 32, 64, 16)] == [(7, 2), (4, 3), (8, 3), (4, 2)]
+    for bad in (30, 7, 0):
+        with pytest.raises(ConfigError, match=f"image_size {bad} cannot be reached"):
+            Generator(image_size=bad)

@@ -86,10 +86,12 @@ def make_normalize(spec: NormalizeSpec, channels: int | None = None) -> Normaliz
     if isinstance(spec, str) and spec in ("seed", "none"):
         mean, std = NORMALIZE_PRESETS[spec]
         return Normalize(mean[:1] * channels, std[:1] * channels)
-    one = sorted(k for k, (m, _) in NORMALIZE_PRESETS.items() if len(m) == channels)
+    free = ["seed", "none"]
+    fits = sorted(k for k, (m, _) in NORMALIZE_PRESETS.items() if len(m) == channels)
+    one = [k for k in fits if k not in free]
     raise ConfigError(
         f"normalize {spec!r} has {norm.mean.shape[1]} channels but the images have {channels}; "
-        f"set normalize to one of {one + ['seed', 'none']} or a [mean, std] pair of "
+        f"set normalize to one of {one + free} or a [mean, std] pair of "
         f"{channels} values each"
     )
 

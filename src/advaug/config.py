@@ -51,7 +51,7 @@ def _check(cond: bool, key: str, msg: str) -> None:
 class DataConfig:
     """Which images, and how they are split and augmented."""
 
-    name: str = "digits"  # digits | cifar10 | cifar100
+    name: str = "digits"  # digits | cifar10 | cifar100 | mnist | fashion-mnist
     root: str | None = None  # folder or .tar.gz; None = ./data/<name>
     download: bool = False  # fetch the official archive (md5-verified) if absent
     verify: bool = True  # check official md5s; false accepts a well-formed non-official copy
@@ -61,7 +61,7 @@ class DataConfig:
     test_limit: int = 0  # >0: class-balanced subset of the test split
     crop_pad: int = 4  # random-crop padding in pixels (0 = off)
     pad_mode: Literal["reflect", "zeros"] = "reflect"
-    flip: bool = True  # random horizontal flip
+    flip: bool = True  # random horizontal flip, where it keeps the class (never for mnist)
     # official file name -> md5 that pins a copy (checked even with verify=false); CIFAR only,
     # e.g. data.checksums.train=0123...: the error for a non-official copy names the line to add
     checksums: dict[str, str] = field(default_factory=dict)

@@ -9,7 +9,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advaug.data.datasets import DATASETS, load_dataset
+from advaug.data.datasets import (
+    DATASETS,
+    DatasetInfo,
+    canonical_name,
+    dataset_info,
+    effective_flip,
+    load_dataset,
+)
 from advaug.data.types import (
     ImageData,
     Split,
@@ -42,9 +49,20 @@ def _index_of(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_registry_and_unknown_name():
-    assert DATASETS == ("cifar10", "cifar100", "digits")
-    with pytest.raises(ConfigError, match="cifar10, cifar100, digits"):
+    assert DATASETS == ("cifar10", "cifar100", "digits", "mnist", "fashion-mnist")
+    with pytest.raises(ConfigError, match="cifar10, cifar100, digits, mnist, fashion-mnist"):
         load_dataset("imagenet")
+    for spelling in ("Fashion-MNIST", "fashion_mnist", "FASHIONMNIST"):
+        assert canonical_name(spelling) == "fashion-mnist"
+    assert dataset_info("MNIST") == DatasetInfo(10, (1, 28, 28), 60_000, 10_000, flip_safe=False)
+    assert dataset_info("fashion-mnist").flip_safe and dataset_info("cifar100").flip_safe
+
+
+def test_effective_flip_follows_the_dataset():
+    assert effective_flip("mnist", True) is False  # a mirrored 2 is no digit
+    assert effective_flip("fashion-mnist", True) is True
+    assert effective_flip("cifar10", True) is True
+    assert effective_flip("fashion-mnist", False) is False
 
 
 def test_load_dataset_digits_and_cifar(tmp_path):

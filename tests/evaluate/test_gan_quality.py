@@ -222,6 +222,16 @@ def test_inception_features_with_injected_extractor_quantises_exactly():
     assert not ext.training  # the Inception network never leaves eval mode
 
 
+def test_inception_features_repeat_one_channel_images_to_three():
+    """MNIST-like 1x28x28 images reach the 3-channel extractor as three equal grey channels."""
+    ext = StandInInception()
+    x = torch.rand(4, 1, 28, 28)
+    feats, _ = extract_features(InceptionFeatures(extractor=ext), x)
+    assert ext.seen[0].shape == (4, 3, 28, 28)
+    assert torch.equal(ext.seen[0][:, 0], ext.seen[0][:, 2])
+    torch.testing.assert_close(feats[:, 0], feats[:, 1])
+
+
 def test_inception_features_missing_weights_file_names_path_and_url(tmp_path):
     missing = tmp_path / "nowhere" / "pt_inception.pth"
     with pytest.raises(DataError) as info:

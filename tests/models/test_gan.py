@@ -263,7 +263,7 @@ def test_every_registered_gan_builds_works_and_rebuilds(name: str):
     assert g.num_classes == d.num_classes == K and g.width == d.width == W
     y = torch.arange(4) % K
     x = g(torch.randn(4, g.z_dim), y).detach()
-    assert x.shape == (4, g.channels, g.resolution, g.resolution)
+    assert x.shape == (4, g.channels, g.image_size, g.image_size)
     assert d.channels == g.channels
     assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     score, logits = d(x)
@@ -289,6 +289,7 @@ def test_default_variant_is_what_the_config_defaults_build():
         "num_classes": 10,
         "ac_dropout": 0.0,
         "spectral_norm": False,
+        "channels": 3,
     }
     assert g.linear.in_features == 128
 
@@ -365,30 +366,26 @@ def test_mnist_variant_parameter_counts():
     assert n_d == 9_632 + 19_552 + 36_992 + 33 + 330 == 66_539
 
 
-def test_channels_and_resolution_are_recorded_only_off_the_cifar_defaults():
-    """Checkpoints written before the options existed hold no such keys and still fit."""
-    g, d = build_gan("acgan", num_classes=K, width=W, z_dim=Z)
-    assert "channels" not in g.arch_kwargs and "resolution" not in g.arch_kwargs
-    assert "channels" not in d.arch_kwargs
+def test_the_mnist_variants_record_their_shape_and_rebuild_from_it():
     g, d = build_gan("acgan-mnist", num_classes=K, width=W)
-    assert (g.arch_kwargs["channels"], g.arch_kwargs["resolution"]) == (1, 28)
+    assert (g.arch_kwargs["channels"], g.arch_kwargs["image_size"]) == (1, 28)
     assert d.arch_kwargs["channels"] == 1
     g2, d2 = Generator(**g.arch_kwargs), Critic(**d.arch_kwargs)
     _same_shapes(g, g2)
     _same_shapes(d, d2)
 
 
-@pytest.mark.parametrize(("resolution", "base", "blocks"), [(32, 4, 3), (28, 7, 2), (64, 4, 4)])
-def test_generator_resolution_sets_base_and_up_blocks(resolution: int, base: int, blocks: int):
-    g = tiny_g(channels=2, resolution=resolution)
-    assert (g.base, len(g.blocks)) == (base, blocks)
+@pytest.mark.parametrize(("size", "start", "blocks"), [(32, 4, 3), (28, 7, 2), (64, 8, 3)])
+def test_generator_image_size_sets_start_and_up_blocks(size: int, start: int, blocks: int):
+    g = tiny_g(channels=2, image_size=size)
+    assert (g.start, len(g.blocks)) == (start, blocks)
     out = g(torch.randn(3, Z), torch.arange(3))
-    assert out.shape == (3, 2, resolution, resolution)
+    assert out.shape == (3, 2, size, size)
 
 
-def test_bad_channels_or_resolution_is_one_line():
-    with pytest.raises(ConfigError, match="resolution 7 cannot be reached"):
-        build_gan("acgan-mnist", num_classes=K, resolution=7)
+def test_bad_channels_or_image_size_is_one_line():
+    with pytest.raises(ConfigError, match="image_size 7 cannot be reached"):
+        build_gan("acgan-mnist", num_classes=K, image_size=7)
     with pytest.raises(ConfigError, match="channels must be positive"):
         build_gan("acgan-mnist", num_classes=K, channels=0)
 
@@ -478,3 +475,28 @@ def test_invalid_arguments_raise_config_error():
         Generator(bn_stats="moving")  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
         Critic(ac_dropout=1.0)
+
+
+# --- one-channel 28x28 images (MNIST, Fashion-MNIST) -------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["acgan", "acgan-seed", "acgan-song"])
+def test_variants_draw_and_judge_one_channel_28px_images(variant: str) -> None:
+    g, d = build_gan(variant, num_classes=10, width=8, z_dim=8, channels=1, image_size=28)
+    y = torch.arange(4)
+    with torch.no_grad():
+        x = g(torch.randn(4, 8), y)
+    assert x.shape == (4, 1, 28, 28) and 0 <= float(x.min()) <= float(x.max()) <= 1
+    score, logits = d(x)
+    assert score.shape == (4,) and logits.shape == (4, 10)
+    assert len(g.blocks) == 2 and g.linear.out_features == 7 * 7 * 8  # 7 -> 14 -> 28
+    assert sample(g, torch.zeros(0, dtype=torch.long)).shape == (0, 1, 28, 28)
+
+
+def test_up_plan_and_bad_image_sizes() -> None:
+    from advaug.models.gan import up_plan
+
+    assert [up_plan(s) for s in (28, 32, 64, 16)] == [(7, 2), (4, 3), (8, 3), (4, 2)]
+    for bad in (30, 7, 0):
+        with pytest.raises(ConfigError, match=f"image_size {bad} cannot be reached"):
+            Generator(image_size=bad)

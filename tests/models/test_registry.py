@@ -288,3 +288,36 @@ def test_each_family_overfits_a_tiny_batch(name, kwargs, steps, lr, ratio) -> No
         logits = model(x)
     assert F.cross_entropy(logits, y).item() < ratio * first
     assert (logits.argmax(1) == y).all()
+
+
+# --- one-channel images (MNIST, Fashion-MNIST) -------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tiny-cnn", "densenet-bc-22", "wrn-16-4", "preact-resnet18"])
+def test_families_take_one_channel_28px_images(name: str) -> None:
+    kwargs = {"widen_factor": 1} if name == "wrn-16-4" else {}
+    model = build_model(name, 10, in_channels=1, normalize="mnist", **kwargs).eval()
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert model.arch_kwargs["in_channels"] == 1
+
+
+def test_tiny_cnn_one_channel_parameter_count() -> None:
+    """in_channels 1: the first conv has 1*8*9 = 72 weights instead of 216; 2,034 in all."""
+    assert n_params(TinyCNN(num_classes=10, in_channels=1, normalize="mnist")) == 2_178 - 144
+
+
+def test_three_channel_normalize_on_one_channel_images_names_the_fix() -> None:
+    with pytest.raises(ConfigError) as info:
+        TinyCNN(in_channels=1)  # the default normalize is CIFAR's 3-channel one
+    msg = str(info.value)
+    assert "'cifar' has 3 channels but the images have 1" in msg
+    assert "'mnist'" in msg and "'fashion-mnist'" in msg and "\n" not in msg
+    with pytest.raises(
+        ConfigError, match=r"'cifar10', 'cifar100', 'seed', 'none'\] or .* 3 values"
+    ):
+        make_normalize("mnist", 3)  # the other way round
+    for preset in ("seed", "none"):  # channel-free presets fit any count
+        assert make_normalize(preset, 1).mean.shape == (1, 1, 1, 1)
+    torch.testing.assert_close(
+        make_normalize("mnist", 1)(torch.full((1, 1, 2, 2), 0.1307)), torch.zeros(1, 1, 2, 2)
+    )

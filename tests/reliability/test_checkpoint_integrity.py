@@ -203,6 +203,19 @@ def test_check_arch_names_the_mismatch_in_one_line():
     check_arch(saved, "tiny-cnn", {"num_classes": 10, "width": 16})  # a match passes
 
 
+def test_check_arch_reads_a_checkpoint_without_the_shape_options_as_3_channel_32px():
+    """Checkpoints written before in_channels / channels / image_size existed still load into
+    the 3-channel models they were made for, and never into a 1-channel one."""
+    saved = {"arch_name": "tiny-cnn", "arch_kwargs": {"num_classes": 10, "width": 16}}
+    check_arch(saved, "tiny-cnn", {"num_classes": 10, "width": 16, "in_channels": 3})
+    with pytest.raises(CheckpointError, match="in_channels=3 but the model has in_channels=1"):
+        check_arch(saved, "tiny-cnn", {"num_classes": 10, "width": 16, "in_channels": 1})
+    old_g = {"arch_name": "acgan-generator", "arch_kwargs": {"num_classes": 10}}
+    check_arch(old_g, "acgan-generator", {"num_classes": 10, "channels": 3, "image_size": 32})
+    with pytest.raises(CheckpointError, match="image_size=32 but the model has image_size=28"):
+        check_arch(old_g, "acgan-generator", {"num_classes": 10, "channels": 3, "image_size": 28})
+
+
 def test_resuming_checkpoints_of_another_architecture_fails_in_one_line(tmp_path, splits):
     cut = _interrupted(tmp_path, splits, stop_at=6)
     other = tmp_path / "other"

@@ -22,14 +22,11 @@ Checks, in this order:
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import shutil
 import tarfile
 import tempfile
-import urllib.request
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -37,10 +34,21 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from advaug.data.fetch import (
+    Opener,
+    check_md5,
+    default_opener,
+    expected_md5,
+    fetch,
+    file_md5,
+    make_root,
+    missing,
+    read_bytes,
+)
 from advaug.data.safe_pickle import safe_loads
 from advaug.data.types import ImageData
 from advaug.errors import ConfigError, DataError, DownloadError
-from advaug.log import get_logger, progress
+from advaug.log import get_logger
 
 log = get_logger(__name__)
 
@@ -129,7 +137,6 @@ CIFAR100 = CifarSpec(
 
 SPECS: dict[str, CifarSpec] = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 
-Opener = Callable[[str], IO[bytes]]
 _Raw = dict[str, tuple[str, Any]]  # file name -> (where it was read from, unpickled object)
 
 
@@ -182,24 +189,7 @@ def load_cifar(
 
 def _expected_md5(spec: CifarSpec, verify: bool, checksums: dict[str, str] | None) -> dict:
     """The md5 each file must have: official ones (if ``verify``) overridden by ``checksums``."""
-    out = dict(spec.md5) if verify else {}
-    for fname, md5 in (checksums or {}).items():
-        if fname not in spec.md5:
-            raise ConfigError(
-                f"data.checksums names {fname!r}, which is not a {spec.title} file; use keys from: "
-                f"{', '.join(spec.files)}"
-            )
-        if not (
-            isinstance(md5, str)
-            and len(md5) == 32
-            and all(c in "0123456789abcdef" for c in md5.lower())
-        ):
-            raise ConfigError(
-                f"invalid config value data.checksums.{fname}={md5!r}: not an md5; "
-                "give 32 hex digits"
-            )
-        out[fname] = md5.lower()
-    return out
+    return expected_md5(spec.md5, spec.title, verify, checksums)
 
 
 def _find_source(spec: CifarSpec, root: Path) -> Path | None:
@@ -217,35 +207,22 @@ def _find_source(spec: CifarSpec, root: Path) -> Path | None:
 def _check_md5(
     data: bytes, source: str, fname: str, expected: dict[str, str], spec: CifarSpec
 ) -> None:
-    want = expected.get(fname)
-    if want is None:
-        return
-    got = hashlib.md5(data).hexdigest()
-    if got != want:
-        kind = "official" if spec.md5.get(fname) == want else "given"
-        raise DataError(
-            f"{source}: md5 {got} does not match the {kind} {want}; add data.verify=false to "
-            f"accept a well-formed non-official copy, or data.checksums.{fname}={got} to pin "
-            "this one (verify=False or checksums={...} from Python)"
-        )
+    check_md5(data, source, fname, expected, spec.md5)
 
 
 def _read_dir(spec: CifarSpec, folder: Path, expected: dict[str, str]) -> _Raw:
     """Read, verify and unpickle every file of an extracted folder."""
-    missing = [f for f in spec.files if not (folder / f).is_file()]
-    if missing:
+    lacking = missing(folder, spec.files)
+    if lacking:
         raise DataError(
-            f"{spec.title} folder {folder.resolve()} lacks {', '.join(missing)}: place the "
+            f"{spec.title} folder {folder.resolve()} lacks {', '.join(lacking)}: place the "
             f"complete extracted folder there (from {spec.url}) or delete it and add "
             "data.download=true"
         )
     raw: _Raw = {}
     for fname in spec.files:
         path = folder / fname
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise DataError(f"cannot read {path}: {e.strerror or e}; check its permissions") from e
+        data = read_bytes(path)
         _check_md5(data, str(path), fname, expected, spec)
         raw[fname] = (str(path), safe_loads(data, str(path)))
     return raw
@@ -464,8 +441,7 @@ def _check_fine_to_coarse(fine: np.ndarray, coarse: np.ndarray, spec: CifarSpec)
 # ----------------------------------------------------------------------------- download
 
 
-def _default_opener(url: str) -> IO[bytes]:
-    return urllib.request.urlopen(url, timeout=60)  # noqa: S310 - https or user-given file://
+_default_opener = default_opener  # looked up at call time, so tests can replace it
 
 
 def download_cifar(
@@ -492,68 +468,20 @@ def download_cifar(
         f"without network, place {spec.archive} from {url} in {root.resolve()} or its extracted "
         f"folder at {(root / spec.folder).resolve()}"
     )
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DownloadError(
-            f"cannot create {root} ({e.strerror or e}); pick a writable root"
-        ) from e
+    make_root(root)
     if archive.exists():
-        got = _file_md5(archive)
+        got = file_md5(archive)
         if got != want:
             raise DownloadError(
                 f"{archive} exists but its md5 {got} is not {want}; delete it and download "
                 "again, or load it as it is with data.verify=false"
             )
     else:
-        _fetch(url, archive, want, urlopen or _default_opener, place)
+        fetch(url, archive, want, urlopen or _default_opener, place)
     folder = root / spec.folder
     if not folder.exists():
         _safe_extract(archive, root, spec)
     return folder
-
-
-def _file_md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fetch(url: str, dest: Path, md5: str, opener: Opener, place: str) -> None:
-    part = dest.with_name(dest.name + ".part")
-    ok = False
-    try:
-        h = hashlib.md5()
-        log.info("downloading %s to %s", url, dest)
-        try:
-            with opener(url) as resp, open(part, "wb") as out:
-                headers = getattr(resp, "headers", None)
-                length = headers.get("Content-Length") if headers is not None else None
-                bar = progress(total=int(length) if length else None, desc=dest.name, unit="B")
-                try:
-                    for chunk in iter(lambda: resp.read(1 << 20), b""):
-                        out.write(chunk)
-                        h.update(chunk)
-                        bar.update(len(chunk))
-                finally:
-                    bar.close()
-        except Exception as e:
-            raise DownloadError(
-                f"could not download {url} ({type(e).__name__}: {e}); {place}"
-            ) from e
-        got = h.hexdigest()
-        if got != md5:
-            raise DownloadError(
-                f"download of {url} has md5 {got}, expected {md5}; the file was corrupted or "
-                f"changed in transit: retry, or {place}"
-            )
-        os.replace(part, dest)
-        ok = True
-    finally:
-        if not ok:
-            part.unlink(missing_ok=True)
 
 
 def _safe_extract(archive: Path, root: Path, spec: CifarSpec) -> None:

@@ -113,8 +113,10 @@ class InceptionFeatures(FeatureNet):
 
     Images in [0, 1] are quantised to uint8 by rounding (``round(255·x)``, which maps real
     CIFAR images, stored as k/255, back to exactly k) before the extractor, which resizes to
-    299×299 itself. Pass ``extractor`` to use another module with the same contract (uint8 NCHW
-    in, ``(features, logits)`` out), e.g. in tests; the weights file is then not needed.
+    299×299 itself. One-channel images (MNIST, Fashion-MNIST) are repeated to three grey
+    channels, as the standard FID code does for greyscale images. Pass ``extractor`` to use
+    another module with the same contract (uint8 NCHW in, ``(features, logits)`` out), e.g. in
+    tests; the weights file is then not needed.
     """
 
     name = "inception-v3-compat:torch-fidelity"
@@ -136,6 +138,8 @@ class InceptionFeatures(FeatureNet):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         u8 = (x.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+        if u8.shape[1] == 1:
+            u8 = u8.expand(-1, 3, -1, -1)
         feats, logits = self.extractor(u8)
         return feats.float(), logits.float()
 

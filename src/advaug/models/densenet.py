@@ -66,6 +66,7 @@ class DenseNet(nn.Module):
         bn_eps: BN epsilon (TF default 1e-3).
         init: "kaiming" (He normal, fan-out) or "glorot" (TF1 default, Glorot uniform).
         normalize: input normalisation preset ("cifar", "seed", ...) or a (mean, std) pair.
+        in_channels: image channels (3 for CIFAR, 1 for MNIST and Fashion-MNIST).
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class DenseNet(nn.Module):
         bn_eps: float = 1e-5,
         init: str = "kaiming",
         normalize: NormalizeSpec = "cifar",
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
         per = 6 if bottleneck else 3
@@ -110,8 +112,9 @@ class DenseNet(nn.Module):
 
         k = growth_rate
         channels = 2 * k if bottleneck and compression < 1.0 else 16
-        self.normalize = make_normalize(normalize)
-        self.stem = nn.Conv2d(3, channels, 3, padding=1, bias=False)
+        _check(in_channels >= 1, f"in_channels must be >= 1, got {in_channels}")
+        self.normalize = make_normalize(normalize, in_channels)
+        self.stem = nn.Conv2d(in_channels, channels, 3, padding=1, bias=False)
         for b in (1, 2, 3):
             block = DenseBlock()
             for _ in range(self.layers_per_block):

@@ -34,12 +34,12 @@ registered at the bottom of this module:
 - ``"acgan-seed"``: the seed (S, SEED-SPEC §3.1-3.3): z 256, width 256, labels through CBN
   only, batch statistics, dropout 0.5 before the AC head;
 - ``"acgan-song"``: Song et al. (O, SEED-SPEC §3.8): z 128 concatenated with one-hot(y) plus
-  CBN, width 128, batch statistics, no AC dropout.
+  CBN, width 128, batch statistics, no AC dropout;
 - ``"acgan-mnist"``: for 1x28x28 images (MNIST, Fashion-MNIST), after Song et al.'s MNIST AC-GAN
   (``models/acwgan_gp.py`` and ``train_acgan.py`` of ermongroup/generative_adversary, read, not
   copied): z 128 concatenated with one-hot(y) plus CBN, width 32 in G and D, G from 7x7 through
   two ResBlock-up to 28x28 and one output channel; D the same four blocks with one input channel.
-  Running BN statistics (the project's choice: a sample depends only on its (z, y)).
+  Running BN statistics (the project's choice: a sample depends only on its (z, y));
 - ``"acgan-song-mnist"``: the same with batch statistics, as Song et al. ran it.
 
 Two deliberate differences from Song et al.'s MNIST code, both reparametrisations: G ends in
@@ -65,7 +65,6 @@ __all__ = [
     "ConditionalBatchNorm2d",
     "Critic",
     "Generator",
-    "image_kwargs",
     "recompute_standing_stats",
     "sample",
 ]
@@ -156,22 +155,26 @@ class _ResBlockUp(nn.Module):
         return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
-def _base_size(resolution: int) -> tuple[int, int]:
-    """(base size, number of ×2 up-blocks): halve while even and above 7 (32 → 4·2³, 28 → 7·2²)."""
-    base, ups = resolution, 0
-    while base % 2 == 0 and base > 7:
-        base, ups = base // 2, ups + 1
-    return base, ups
+def up_plan(image_size: int) -> tuple[int, int]:
+    """(start side, number of ×2 up-blocks) of a generator for ``image_size``: halve while the
+    side stays even and above 7, at most 3 times; 32 → (4, 3), 28 → (7, 2), 64 → (8, 3)."""
+    side, blocks = image_size, 0
+    while side % 2 == 0 and side > 7 and blocks < 3:
+        side, blocks = side // 2, blocks + 1
+    if image_size < 1 or blocks < 2:
+        raise ConfigError(
+            f"image_size {image_size} cannot be reached from a small start by 2-3 doublings; "
+            "use a side divisible by 4 and at least 16, such as 28 or 32"
+        )
+    return side, blocks
 
 
 class Generator(nn.Module):
-    """G(z, y) → images in [0, 1], shape [B, channels, resolution, resolution] ([B, 3, 32, 32]).
+    """G(z, y) → images in [0, 1], shape [B, channels, image_size, image_size].
 
-    Linear(z_dim [+ K] → b·b·width) → n ResBlock-up → BN → ReLU → conv3 → tanh, mapped to
-    [0, 1]; b and n come from ``resolution`` (halved while even and above 7): 32 = 4·2³ (the
-    CIFAR generator, 4→8→16→32), 28 = 7·2² (Song et al.'s MNIST generator, 7→14→28).
-    ``channels`` is the number of output channels. ``bn_stats`` chooses the eval-mode
-    normalisation (see the module docstring).
+    Linear(z_dim [+ K] → s·s·width) → ResBlock-ups → BN → ReLU → conv3 → tanh, mapped to [0, 1]:
+    3 blocks from 4×4 for 32×32 (CIFAR), 2 blocks from 7×7 for 28×28 (MNIST; see
+    :func:`up_plan`). ``bn_stats`` chooses the eval-mode normalisation (see the module docstring).
 
     Examples::
 
@@ -191,7 +194,7 @@ class Generator(nn.Module):
         bn_stats: BnStats = "running",
         out_range: Literal["01"] = "01",
         channels: int = 3,
-        resolution: int = 32,
+        image_size: int = 32,
     ) -> None:
         super().__init__()
         if bn_stats not in ("running", "batch"):
@@ -203,12 +206,9 @@ class Generator(nn.Module):
                 f"z_dim, width, num_classes and channels must be positive, got {z_dim}, {width}, "
                 f"{num_classes}, {channels}"
             )
-        base, ups = _base_size(resolution)
-        if ups < 1:
-            raise ConfigError(
-                f"resolution {resolution} cannot be reached by doubling a base of at most 7 "
-                "pixels; use e.g. 28 or 32"
-            )
+        self.start, n_blocks = up_plan(image_size)
+        self.channels = channels
+        self.image_size = image_size
         self.z_dim = z_dim
         self.width = width
         self.num_classes = num_classes
@@ -220,17 +220,14 @@ class Generator(nn.Module):
             "concat_onehot": concat_onehot,
             "bn_stats": bn_stats,
             "out_range": out_range,
+            "channels": channels,
+            "image_size": image_size,
         }
-        # recorded only off the CIFAR defaults, so checkpoints made before these options fit
-        if (channels, resolution) != (3, 32):
-            self.arch_kwargs.update(channels=channels, resolution=resolution)
-        self.channels = channels
-        self.resolution = resolution
-        self.base = base
         eval_batch = bn_stats == "batch"
-        self.linear = _linear(z_dim + (num_classes if concat_onehot else 0), base * base * width)
+        side = self.start
+        self.linear = _linear(z_dim + (num_classes if concat_onehot else 0), side * side * width)
         self.blocks = nn.ModuleList(
-            [_ResBlockUp(width, width, num_classes, eval_batch) for _ in range(ups)]
+            [_ResBlockUp(width, width, num_classes, eval_batch) for _ in range(n_blocks)]
         )
         self.bn_out = _BatchNorm2d(width, affine=True, eval_batch_stats=eval_batch)
         self.conv_out = _conv(width, channels, 3, he=False)
@@ -252,33 +249,16 @@ class Generator(nn.Module):
                 m.eval_batch_stats = value == "batch"
 
     def forward(self, z: Tensor, y: Tensor) -> Tensor:
-        """Map latents z [B, z_dim] and labels y [B] (int64) to images [B, C, H, W] in [0, 1]."""
+        """Map latents z [B, z_dim] and labels y [B] (int64) to images
+        [B, channels, image_size, image_size] in [0, 1]."""
         h = z
         if self.concat_onehot:
             h = torch.cat([z, F.one_hot(y, self.num_classes).to(z.dtype)], dim=1)
-        h = self.linear(h).view(z.shape[0], self.width, self.base, self.base)
+        h = self.linear(h).view(z.shape[0], self.width, self.start, self.start)
         for block in self.blocks:
             h = block(h, y)
         h = self.conv_out(F.relu(self.bn_out(h)))
         return (torch.tanh(h) + 1.0) * 0.5
-
-
-def image_kwargs(shape: tuple[int, ...]) -> dict[str, int]:
-    """The ``build_gan`` overrides for images of ``shape`` (C, H, W): channels and resolution.
-
-    The trainer passes them, so one GAN config fits CIFAR's 3x32x32 and MNIST's 1x28x28.
-
-    Examples::
-
-        >>> image_kwargs((1, 28, 28))
-        {'channels': 1, 'resolution': 28}
-    """
-    if len(shape) != 3 or shape[1] != shape[2]:
-        raise ConfigError(
-            f"the AC-GAN makes square C x H x W images, but the data are {tuple(shape)}; "
-            "use a dataset of square images"
-        )
-    return {"channels": int(shape[0]), "resolution": int(shape[1])}
 
 
 def _generator_bns(generator: nn.Module) -> list[nn.BatchNorm2d]:
@@ -388,9 +368,8 @@ def sample(
     finally:
         generator.train(was_training)
     if not out:
-        return torch.empty(
-            0, generator.channels, generator.resolution, generator.resolution, device=device
-        )
+        c, s = generator.channels, generator.image_size
+        return torch.empty(0, c, s, s, device=device)
     return torch.cat(out)
 
 
@@ -442,8 +421,8 @@ class Critic(nn.Module):
     """D(x) → (critic score [B], AC logits [B, K]) for images x in [0, 1].
 
     No normalisation layers, the label never enters D (it is only the AC head's target).
-    ``channels`` is the number of input channels; any image size works (the features are
-    globally pooled): 32x32 ends at 8x8, 28x28 at 7x7, as in Song et al.'s MNIST critic.
+    Any image size works (the last features are averaged over space); ``channels`` is the
+    images' channel count.
     ``spectral_norm`` wraps every conv and linear layer with
     ``torch.nn.utils.parametrizations.spectral_norm``.
 
@@ -480,10 +459,8 @@ class Critic(nn.Module):
             "num_classes": num_classes,
             "ac_dropout": ac_dropout,
             "spectral_norm": spectral_norm,
+            "channels": channels,
         }
-        if channels != 3:  # recorded only off the default, as in Generator
-            self.arch_kwargs["channels"] = channels
-        self.channels = channels
         self.blocks = nn.Sequential(
             _OptimizedBlock(channels, width),
             _ResBlockDown(width, width),
@@ -543,7 +520,7 @@ register_gan(
     ac_dropout=0.0,
     spectral_norm=False,
     channels=1,
-    resolution=28,
+    image_size=28,
 )(Generator, Critic)
 register_gan(
     "acgan-song-mnist",
@@ -554,5 +531,5 @@ register_gan(
     ac_dropout=0.0,
     spectral_norm=False,
     channels=1,
-    resolution=28,
+    image_size=28,
 )(Generator, Critic)

@@ -28,6 +28,12 @@ FASHION_MNIST_STD: tuple[float] = (0.3530,)
 # The seed's x -> 2x - 1 map to [-1, 1]; also a sensible choice for the 8x8 digits demo set.
 SEED_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
 SEED_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
+# One-channel statistics of the 60,000 training images (population std; tests check them on
+# the real files where present).
+MNIST_MEAN: tuple[float] = (0.1307,)
+MNIST_STD: tuple[float] = (0.3081,)
+FASHION_MNIST_MEAN: tuple[float] = (0.2860,)
+FASHION_MNIST_STD: tuple[float] = (0.3530,)
 
 NormalizeSpec = str | Sequence[Sequence[float]]
 """A preset name (see :data:`NORMALIZE_PRESETS`) or a ``(mean, std)`` pair of per-channel lists."""
@@ -76,8 +82,29 @@ class Normalize(nn.Module):
         return f"mean={mean}, std={std}"
 
 
-def make_normalize(spec: NormalizeSpec) -> Normalize:
-    """Build a :class:`Normalize` from a preset name or a ``(mean, std)`` pair."""
+def make_normalize(spec: NormalizeSpec, channels: int | None = None) -> Normalize:
+    """Build a :class:`Normalize` from a preset name or a ``(mean, std)`` pair.
+
+    With ``channels``, the normalisation must have that many per-channel values, except the
+    channel-free presets ``"seed"`` and ``"none"``, which are cut to size.
+    """
+    norm = _make_normalize(spec)
+    if channels is None or norm.mean.shape[1] == channels:
+        return norm
+    if isinstance(spec, str) and spec in ("seed", "none"):
+        mean, std = NORMALIZE_PRESETS[spec]
+        return Normalize(mean[:1] * channels, std[:1] * channels)
+    free = ["seed", "none"]
+    fits = sorted(k for k, (m, _) in NORMALIZE_PRESETS.items() if len(m) == channels)
+    one = [k for k in fits if k not in free]
+    raise ConfigError(
+        f"normalize {spec!r} has {norm.mean.shape[1]} channels but the images have {channels}; "
+        f"set normalize to one of {one + free} or a [mean, std] pair of "
+        f"{channels} values each"
+    )
+
+
+def _make_normalize(spec: NormalizeSpec) -> Normalize:
     if isinstance(spec, str):
         if spec not in NORMALIZE_PRESETS:
             raise ConfigError(

@@ -140,6 +140,11 @@ class Registry:
             names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         return names
 
+    def options(self, name: str) -> list[str]:
+        """The keyword options variant ``name`` takes (besides ``num_classes``); [] if unknown."""
+        entry = self._entries.get(name)
+        return entry.options if entry is not None else []
+
     def build(self, name: str, num_classes: int, **overrides: Any) -> tuple[nn.Module, ...]:
         """Build variant ``name``: one module per factory, each with ``arch_kwargs`` recorded.
 
@@ -208,7 +213,7 @@ def register_model(name: str, **defaults: Any) -> Callable[[F], F]:
 
         >>> # tiny.py registers its class with @register_model("tiny-cnn") above `class TinyCNN`
         >>> build_model("tiny-cnn", num_classes=10, width=4).arch_kwargs
-        {'num_classes': 10, 'width': 4, 'normalize': 'cifar'}
+        {'num_classes': 10, 'width': 4, 'normalize': 'cifar', 'in_channels': 3}
 
     :class:`Registry` shows the decorator at work on a registry of its own.
     """
@@ -284,8 +289,8 @@ def build_gan(name: str, num_classes: int, **overrides: Any) -> tuple[nn.Module,
 
     Each override replaces the variant's default in every model that takes it (``width`` goes
     to both); an unknown key is a one-line ConfigError that lists the allowed ones. Each model's
-    ``arch_kwargs`` holds its constructor arguments (``channels`` and ``resolution`` only off
-    CIFAR's 3 and 32, so older checkpoints still match), and its ``arch_name`` names the model
+    ``arch_kwargs`` holds its constructor arguments (a checkpoint made before ``channels``
+    and ``image_size`` existed loads as 3x32x32), and its ``arch_name`` names the model
     (``"acgan-generator"``, ``"acgan-critic"``), as checkpoints store them;
     ``build_gan(name, **{**g.arch_kwargs, **d.arch_kwargs})`` rebuilds the pair.
 

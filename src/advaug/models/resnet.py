@@ -62,15 +62,18 @@ class _PreActNet(nn.Module):
         dropout: float,
         num_classes: int,
         normalize: NormalizeSpec,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
+        if in_channels < 1:
+            raise ConfigError(f"in_channels must be >= 1, got {in_channels}")
         if num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
         self.num_classes = num_classes
-        self.normalize = make_normalize(normalize)
-        self.stem = nn.Conv2d(3, stem_width, 3, padding=1, bias=False)
+        self.normalize = make_normalize(normalize, in_channels)
+        self.stem = nn.Conv2d(in_channels, stem_width, 3, padding=1, bias=False)
         cin = stem_width
         for i, (width, blocks, stride) in enumerate(stages, start=1):
             layers = []
@@ -94,7 +97,7 @@ class _PreActNet(nn.Module):
         return x.mean(dim=(2, 3))
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits (N, num_classes) for images (N, 3, H, W) in [0, 1]."""
+        """Logits (N, num_classes) for images (N, in_channels, H, W) in [0, 1]."""
         return self.fc(self.features(x))
 
 
@@ -114,6 +117,7 @@ class WideResNet(_PreActNet):
         dropout: float = 0.0,
         num_classes: int = 100,
         normalize: NormalizeSpec = "cifar",
+        in_channels: int = 3,
     ) -> None:
         if not (isinstance(depth, int) and depth > 4 and (depth - 4) % 6 == 0):
             raise ConfigError(
@@ -125,7 +129,7 @@ class WideResNet(_PreActNet):
         n = (depth - 4) // 6
         w = widen_factor
         stages = [(16 * w, n, 1), (32 * w, n, 2), (64 * w, n, 2)]
-        super().__init__(16, stages, dropout, num_classes, normalize)
+        super().__init__(16, stages, dropout, num_classes, normalize, in_channels)
         self.depth = depth
         self.widen_factor = widen_factor
 
@@ -134,6 +138,8 @@ class WideResNet(_PreActNet):
 class PreActResNet18(_PreActNet):
     """Pre-activation ResNet-18 with a CIFAR stem (3x3 conv, no max-pool) and a final BN-ReLU."""
 
-    def __init__(self, num_classes: int = 100, normalize: NormalizeSpec = "cifar") -> None:
+    def __init__(
+        self, num_classes: int = 100, normalize: NormalizeSpec = "cifar", in_channels: int = 3
+    ) -> None:
         stages = [(64, 2, 1), (128, 2, 2), (256, 2, 2), (512, 2, 2)]
-        super().__init__(64, stages, 0.0, num_classes, normalize)
+        super().__init__(64, stages, 0.0, num_classes, normalize, in_channels)

@@ -19,17 +19,22 @@ class TinyCNN(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int = 10, width: int = 8, normalize: NormalizeSpec = "cifar"
+        self,
+        num_classes: int = 10,
+        width: int = 8,
+        normalize: NormalizeSpec = "cifar",
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
-        if width < 1 or num_classes < 1:
+        if width < 1 or num_classes < 1 or in_channels < 1:
             raise ConfigError(
-                f"tiny-cnn needs width >= 1 and num_classes >= 1, got {width}, {num_classes}"
+                f"tiny-cnn needs width, num_classes and in_channels >= 1, got {width}, "
+                f"{num_classes}, {in_channels}"
             )
         self.num_classes = num_classes
-        self.normalize = make_normalize(normalize)
+        self.normalize = make_normalize(normalize, in_channels)
         layers: list[nn.Module] = []
-        cin = 3
+        cin = in_channels
         for cout, stride in ((width, 1), (width, 2), (2 * width, 2)):
             layers += [
                 nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
@@ -46,5 +51,5 @@ class TinyCNN(nn.Module):
         return self.body(self.normalize(x)).mean(dim=(2, 3))
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits (N, num_classes) for images (N, 3, H, W) in [0, 1]."""
+        """Logits (N, num_classes) for images (N, in_channels, H, W) in [0, 1]."""
         return self.fc(self.features(x))

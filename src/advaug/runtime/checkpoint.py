@@ -398,10 +398,20 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"no checkpoint found at {p}; give a run folder or a .pt file")
 
 
+#: Architecture options added after checkpoints were written without them, with the value that
+#: such an older checkpoint implies (every model then took 3-channel 32x32 images).
+IMPLIED_ARCH_KWARGS: dict[str, Any] = {"in_channels": 3, "channels": 3, "image_size": 32}
+
+
 def check_arch(saved: dict[str, Any], expected_name: str, expected_kwargs: dict[str, Any]) -> None:
-    """Fail with one line when a checkpoint was made for another architecture or class count."""
+    """Fail with one line when a checkpoint was made for another architecture or class count.
+
+    An option missing from the checkpoint but named in :data:`IMPLIED_ARCH_KWARGS` counts as
+    its implied value, so checkpoints from before that option existed still load.
+    """
     name = saved.get("arch_name")
-    kwargs = saved.get("arch_kwargs", {})
+    kwargs = {**IMPLIED_ARCH_KWARGS, **saved.get("arch_kwargs", {})}
+    expected_kwargs = {**IMPLIED_ARCH_KWARGS, **expected_kwargs}
     if name != expected_name:
         raise CheckpointError(
             f"checkpoint is for architecture '{name}', not '{expected_name}'; "

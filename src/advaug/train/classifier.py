@@ -37,7 +37,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from advaug.augment import Technique, build_technique
 from advaug.config import NOT_IDENTITY, ClassifierConfig, DataConfig, RuntimeConfig
-from advaug.data.datasets import dataset_info
+from advaug.data.datasets import canonical_name, dataset_info, effective_flip
 from advaug.data.loader import DeviceLoader
 from advaug.data.splits import Splits
 from advaug.errors import ConfigError, NumericalError
@@ -59,6 +59,7 @@ from advaug.runtime.checkpoint import atomic_write_bytes, check_arch, save_final
 from advaug.train import loop
 from advaug.train.run import Run
 from advaug.train.schedule import lr_at, set_lr
+from advaug.train.shapes import classifier_shape_kwargs
 from advaug.train.steps import classifier_step, mixed_forward
 
 log = get_logger(__name__)
@@ -82,12 +83,18 @@ class ClassifierJob:
 
 
 def build_classifier(job: ClassifierJob, num_classes: int) -> nn.Module:
+    """The job's classifier, with the options its dataset decides (classes, input channels;
+    see :mod:`advaug.train.shapes`)."""
     kwargs = job.classifier.model.kwargs
     if "num_classes" in kwargs:
         raise ConfigError(
             "classifier.model.kwargs.num_classes is set by the dataset; remove it from the kwargs"
         )
-    return build_model(job.classifier.model.name, num_classes, **kwargs)
+    info = dataset_info(job.data.name)
+    name = job.classifier.model.name
+    data = canonical_name(job.data.name)
+    shape = classifier_shape_kwargs(name, info.image_shape, data, kwargs)
+    return build_model(name, num_classes, **kwargs, **shape)
 
 
 def make_optimizer(model: nn.Module, cfg: ClassifierConfig, rt: Runtime) -> torch.optim.Optimizer:
@@ -279,7 +286,7 @@ def build_state(
         seed=job.seed,
         crop_pad=job.data.crop_pad,
         pad_mode=job.data.pad_mode,
-        flip=job.data.flip,
+        flip=effective_flip(job.data.name, job.data.flip),
         drop_last=True,
         device=rt.device,
         channels_last=rt.channels_last,

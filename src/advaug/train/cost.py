@@ -29,9 +29,9 @@ from advaug.attacks import FGSM, UnrestrictedAttack
 from advaug.augment import build_technique
 from advaug.config import ClassifierConfig, GANConfig, UnrestrictedConfig
 from advaug.models import build_gan
-from advaug.models.gan import image_kwargs
 from advaug.runtime import Runtime
 from advaug.runtime.checkpoint import CheckpointManager
+from advaug.train.shapes import gan_shape_kwargs
 from advaug.train.steps import classifier_step, critic_step, generator_step
 
 #: Timed calls per operation after the warm-up, and the seconds after which fewer suffice.
@@ -176,7 +176,7 @@ def gan_costs(cfg: GANConfig, rt: Runtime, k: int, shape: tuple) -> dict[str, An
     latent attack and the checkpoint)."""
 
     def build() -> tuple[nn.Module, nn.Module]:
-        g, d = build_gan("acgan", k, **cfg.arch_kwargs(), **image_kwargs(tuple(shape)))
+        g, d = build_gan("acgan", k, **cfg.arch_kwargs(), **gan_shape_kwargs("acgan", shape))
         return rt.prepare(g), rt.prepare(d)
 
     built = timeit(build, rt.device)

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from advaug.config import COLLAPSE_THRESHOLD, DataConfig, GANConfig, RuntimeConfig
+from advaug.data.datasets import effective_flip
 from advaug.data.loader import DeviceLoader
 from advaug.data.splits import Splits
 from advaug.errors import NumericalError
@@ -37,7 +38,7 @@ from advaug.evaluate.gan_quality import diversity
 from advaug.imaging import make_grid, save_grid, save_labelled_grid
 from advaug.log import fmt_seconds, get_logger, progress
 from advaug.models import build_gan
-from advaug.models.gan import Critic, Generator, image_kwargs, recompute_standing_stats, sample
+from advaug.models.gan import Critic, Generator, recompute_standing_stats, sample
 from advaug.runtime import (
     Runtime,
     ddp,
@@ -53,6 +54,7 @@ from advaug.train import loop
 from advaug.train.classifier import make_ema
 from advaug.train.run import Run
 from advaug.train.schedule import set_lr
+from advaug.train.shapes import gan_shape_kwargs
 from advaug.train.steps import critic_step, generator_step
 
 log = get_logger(__name__)
@@ -220,7 +222,7 @@ def _build(job: GANJob, rt: Runtime, splits: Splits) -> GANState:
     """G, D, their optimisers, the EMA of G, the loader and the noise stream, seeded."""
     cfg = job.gan
     seed_everything(job.seed)
-    shape = image_kwargs(tuple(splits.train.x.shape[1:]))
+    shape = gan_shape_kwargs("acgan", tuple(splits.train.x.shape[1:]))
     g, d = build_gan("acgan", splits.num_classes, **cfg.arch_kwargs(), **shape)
     g, d = rt.prepare(g), rt.prepare(d)
     g_net, d_net = ddp.wrap(g, rt), ddp.wrap(d, rt)
@@ -237,7 +239,7 @@ def _build(job: GANJob, rt: Runtime, splits: Splits) -> GANState:
         shuffle=True,
         seed=job.seed,
         crop_pad=0,
-        flip=cfg.flip,
+        flip=effective_flip(job.data.name, cfg.flip),
         drop_last=True,
         device=rt.device,
         channels_last=rt.channels_last,

@@ -64,6 +64,6 @@ def test_evaluation_grids_and_report(mnist_study):
     for grid in ("real", "gan", "uae-unrestricted-s0"):
         with Image.open(out / "grids" / f"{grid}.png") as img:
             assert img.mode == "RGB"
-            # 28px tiles with 2px gaps, scaled by 2: rows of 60 px after the 4 px border
-            assert (img.height - 4) % 60 == 0
+            # 28px tiles scaled by 2 (labelled grids add class names and captions around them)
+            assert img.height >= 60 and img.width >= 60
     assert report.index_html.is_file() and "unrestricted" in report.table_text

@@ -454,6 +454,7 @@ class Critic(nn.Module):
             )
         self.width = width
         self.num_classes = num_classes
+        self.channels = channels
         self.arch_kwargs: dict[str, Any] = {
             "width": width,
             "num_classes": num_classes,

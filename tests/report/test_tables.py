@@ -244,5 +244,44 @@ def test_gan_section_puts_real_data_beside_the_generator(study_dir: Path):
     assert "<th class='num'>Generator</th><th class='num'>Real data</th>" in page
     assert "Classifier-feature FID" in page and ">0.034<" in page
     lo, hi = wilson(36, 100)
-    assert f"36.00%<span class=\"seeds\">95% CI [{100 * lo:.2f}, {100 * hi:.2f}], n=100" in page
+    assert f'36.00%<span class="seeds">95% CI [{100 * lo:.2f}, {100 * hi:.2f}], n=100' in page
     assert "90.00%<span" in page and "n=359" in page
+
+
+def test_pool_summary_weights_by_draws_and_reaches_every_output(study_dir: Path):
+    """Two epochs of a pooled unrestricted model: 100 draws with 80% still adversarial, then
+    300 draws with 40%: the summary is (80 + 120) / 400 = 50%, not the plain mean 60%."""
+    from advaug.report.html import pool_table
+    from advaug.report.tables import pool_summary
+
+    path = study_dir / "classifiers" / "fgsm-s0" / "metrics.jsonl"
+    recs = [json.loads(x) for x in path.read_text().splitlines()]
+    pool = [
+        {"pool_draws": 100, "pool_still_adv": 0.8, "pool_age_mean": 10.0, "pool_age_max": 30,
+         "pool_reuse_mean": 2.0},
+        {"pool_draws": 300, "pool_still_adv": 0.4, "pool_age_mean": 30.0, "pool_age_max": 50},
+    ]  # fmt: skip
+    train = [r for r in recs if r.get("split") == "train"]
+    train[0].update(pool[0])
+    train[1].update(pool[1])
+    path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    study = load_study(study_dir)
+    (row,) = pool_summary(study)
+    assert row["model"] == "fgsm-s0" and row["draws"] == 400
+    assert row["still_adversarial"] == pytest.approx(0.5)
+    assert row["age_mean"] == pytest.approx((10 * 100 + 30 * 300) / 400)
+    assert row["age_max"] == 50 and row["reuse_mean"] == pytest.approx(2.0)
+    table = build_table(study)
+    assert to_json(table, study)["pool"] == [row]
+    md = to_markdown(table, study)
+    assert "## Pooled unrestricted augmentation" in md and "| fgsm-s0 | 400 | 50.0% |" in md
+    assert "50.0%" in pool_table(study)
+
+
+def test_no_pool_means_no_pool_section(study_dir: Path):
+    from advaug.report.html import pool_table
+
+    study = load_study(study_dir)
+    table = build_table(study)
+    assert to_json(table, study)["pool"] == []
+    assert "Pooled" not in to_markdown(table, study) and pool_table(study) == ""

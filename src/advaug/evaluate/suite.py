@@ -136,9 +136,7 @@ def evaluate_model(
             ok.shape[0],
         )
     if gan is not None and cfg.uae_samples:
-        uae, outcomes["uae_success"] = _uae_metrics(
-            model, gan, reference, cfg, seed, train_attack
-        )
+        uae, outcomes["uae_success"] = _uae_metrics(model, gan, reference, cfg, seed, train_attack)
         out.update(uae)
     if transfer is not None and len(transfer.successes()):
         ok = transfer.successes()

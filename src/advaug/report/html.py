@@ -27,11 +27,13 @@ from advaug.report.load import StudyData, num
 from advaug.report.stats import rate_interval
 from advaug.report.tables import (
     INTERVAL_PROTOCOL,
+    POOL_PROTOCOL,
     ResultsTable,
     cell_text,
     diff_text,
     header,
     interval_text,
+    pool_summary,
 )
 
 CSS = """
@@ -313,6 +315,35 @@ def cost_table(table: ResultsTable) -> str:
     )
 
 
+def pool_table(study: StudyData) -> str:
+    """What the pooled unrestricted technique fed each model (empty without a pool)."""
+    rows = pool_summary(study)
+    if not rows:
+        return ""
+
+    def f(v: Any, fmt: str) -> str:
+        return DASH if v is None else format(v, fmt)
+
+    out = [
+        "<tr><th>Model</th><th class='num'>Draws</th><th class='num'>Still adversarial</th>"
+        "<th class='num'>Age mean (steps)</th><th class='num'>Age max</th>"
+        "<th class='num'>Reuse mean</th></tr>"
+    ]
+    for r in rows:
+        still = DASH if r["still_adversarial"] is None else f"{100 * r['still_adversarial']:.1f}%"
+        out.append(
+            f"<tr><td>{escape(r['model'])}</td><td class='num'>{r['draws']}</td>"
+            f"<td class='num'>{still}</td><td class='num'>{f(r['age_mean'], '.1f')}</td>"
+            f"<td class='num'>{f(r['age_max'], '.0f')}</td>"
+            f"<td class='num'>{f(r['reuse_mean'], '.2f')}</td></tr>"
+        )
+    return (
+        "<h3>Pooled unrestricted augmentation</h3>"
+        f"<table>{''.join(out)}</table>"
+        f'<p class="muted">Protocol: {escape(POOL_PROTOCOL)}.</p>'
+    )
+
+
 def models_table(study: StudyData) -> str:
     """Every model with its seed, training length, training-time test accuracy and checkpoint."""
     rows = [
@@ -496,7 +527,7 @@ def render_html(study: StudyData, table: ResultsTable, plots: dict[str, bytes]) 
         _notes(study, miss_s + miss_plots),
         _howto(table),
         f'<section id="results"><h2>Results</h2>{results_table(table)}</section>',
-        f'<section id="cost"><h2>Cost of each technique</h2>{cost_table(table)}'
+        f'<section id="cost"><h2>Cost of each technique</h2>{cost_table(table)}{pool_table(study)}'
         + _figure(
             plots.get("cost"),
             "cost chart",

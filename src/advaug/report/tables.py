@@ -203,6 +203,74 @@ def _differences(
 # -- writers ---------------------------------------------------------------------------------
 
 
+#: What the pooled unrestricted technique's summary means (results.md, the HTML page).
+POOL_PROTOCOL = (
+    "over every training record (epoch) of the model: still adversarial = share of the drawn "
+    "pool entries that still fooled the model at draw time (the re-check; only those were "
+    "trained on), weighted by draws; age = training steps since an entry was attacked, mean "
+    "over the entries trained on (weighted by draws) and the maximum; reuse = times an entry "
+    "was trained on before its refresh, mean over the records"
+)
+
+
+def pool_summary(study: StudyData) -> list[dict[str, Any]]:
+    """Per model trained with the pooled ``unrestricted`` technique: what its pool fed the
+    model, from the ``pool_*`` keys of its training records (``metrics.jsonl``)."""
+    out = []
+    for m in study.models:
+        recs = [r for r in m.records if num(r.get("pool_draws"))]
+        if not recs:
+            continue
+        draws = [num(r["pool_draws"]) or 0.0 for r in recs]
+
+        def weighted(key: str, recs=recs, draws=draws) -> float | None:
+            pairs = [(num(r.get(key)), d) for r, d in zip(recs, draws, strict=True)]
+            pairs = [(v, d) for v, d in pairs if v is not None]
+            total = sum(d for _, d in pairs)
+            return sum(v * d for v, d in pairs) / total if total else None
+
+        reuse = [v for v in (num(r.get("pool_reuse_mean")) for r in recs) if v is not None]
+        ages = [v for v in (num(r.get("pool_age_max")) for r in recs) if v is not None]
+        out.append(
+            {
+                "model": m.name,
+                "technique": m.technique,
+                "seed": m.seed,
+                "draws": int(sum(draws)),
+                "still_adversarial": weighted("pool_still_adv"),
+                "age_mean": weighted("pool_age_mean"),
+                "age_max": max(ages) if ages else None,
+                "reuse_mean": statistics.fmean(reuse) if reuse else None,
+            }
+        )
+    return out
+
+
+def pool_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The pool summary as a markdown section (nothing when no model used a pool)."""
+    if not rows:
+        return []
+
+    def f(v: Any, fmt: str) -> str:
+        return DASH if v is None else format(v, fmt)
+
+    lines = [
+        "",
+        "## Pooled unrestricted augmentation",
+        "",
+        "| Model | Draws | Still adversarial | Age mean (steps) | Age max | Reuse mean |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        still = DASH if r["still_adversarial"] is None else f"{100 * r['still_adversarial']:.1f}%"
+        lines.append(
+            f"| {r['model']} | {r['draws']} | {still} | {f(r['age_mean'], '.1f')} | "
+            f"{f(r['age_max'], '.0f')} | {f(r['reuse_mean'], '.2f')} |"
+        )
+    lines += ["", f"Protocol: {POOL_PROTOCOL}."]
+    return lines
+
+
 def to_json(table: ResultsTable, study: StudyData) -> dict[str, Any]:
     """The machine-readable results: every cell with its per-seed values and protocol."""
     meta = study.meta
@@ -216,9 +284,7 @@ def to_json(table: ResultsTable, study: StudyData) -> dict[str, Any]:
         "metrics": table.metrics,
         "units": {k: ("fraction" if is_percent(k) else "value") for k in table.metrics},
         "protocols": {k: table.protocol_line(k) for k in table.metrics},
-        "table": {
-            t: {k: _cell_json(table, t, k) for k in table.metrics} for t in table.techniques
-        },
+        "table": {t: {k: _cell_json(table, t, k) for k in table.metrics} for t in table.techniques},
         "intervals": INTERVAL_PROTOCOL,
         "cost": {
             t: {
@@ -229,6 +295,8 @@ def to_json(table: ResultsTable, study: StudyData) -> dict[str, Any]:
             for t in table.techniques
         },
         "cost_protocol": table.cost_protocol,
+        "pool": pool_summary(study),
+        "pool_protocol": POOL_PROTOCOL,
         "models": [
             {
                 "name": m.name,
@@ -284,9 +352,7 @@ def to_csv(table: ResultsTable) -> str:
     return buf.getvalue()
 
 
-def cell_text(
-    table: ResultsTable, t: str, k: str, pct_digits: int = 2, ci: bool = False
-) -> str:
+def cell_text(table: ResultsTable, t: str, k: str, pct_digits: int = 2, ci: bool = False) -> str:
     """``mean ± std`` of one cell in its row's precision, with ``(n=k)`` when values are
     missing for some models; with ``ci``, the Wilson 95 % interval of a rate after it."""
     s = table.cells[t][k]
@@ -368,6 +434,7 @@ def to_markdown(table: ResultsTable, study: StudyData) -> str:
         lines.append(f"- **{header(k)}** (`{k}`): {table.protocol_line(k)}")
     lines.append(f"- **Seconds/epoch, cost vs none**: {table.cost_protocol}")
     lines.append(f"- **Intervals**: {INTERVAL_PROTOCOL}")
+    lines += pool_markdown(pool_summary(study))
     lines += ["", "## Models", ""]
     lines.append("| Model | Technique | Seed | Evaluated | Checkpoint |")
     lines.append("|---|---|---:|---|---|")
@@ -400,9 +467,7 @@ def _diff_markdown(table: ResultsTable) -> list[str]:
         "|---|" + "---:|" * len(keys),
     ]
     for t in techs:
-        cells = [
-            diff_text(k, table.diffs[t][k]) if k in table.diffs[t] else DASH for k in keys
-        ]
+        cells = [diff_text(k, table.diffs[t][k]) if k in table.diffs[t] else DASH for k in keys]
         lines.append(f"| `{t}` | " + " | ".join(cells) + " |")
     return lines
 

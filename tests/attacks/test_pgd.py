@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import Tensor, nn
 
-from advaug.attacks import FGSM, PGD
+from advaug.attacks import FGSM, PGD, AttackInputError
 
 from .toys import accuracy
 
@@ -102,9 +103,10 @@ def test_restarts_stop_when_all_fooled() -> None:
 
 
 def _reference_pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps: int,
-                   start: Tensor | None) -> Tensor:  # fmt: skip
+                   start: Tensor | None, sign: float = 1.0) -> Tensor:  # fmt: skip
     """Madry et al.'s PGD written out: x_{t+1} = Π_{B(x, ε) ∩ [0,1]}(x_t + α·sign(∇ CE)),
-    from x_0 = clip(x + start) (or x); the model in eval mode, as the attack runs it."""
+    from x_0 = clip(x + start) (or x); the model in eval mode, as the attack runs it. ``sign``
+    -1 descends instead (targeted: ``y`` is the target)."""
     was = model.training
     model.eval()
     adv = x.clone() if start is None else (x + start).clamp(0, 1)
@@ -113,7 +115,7 @@ def _reference_pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: fl
         adv = adv.detach().requires_grad_(True)
         loss = nn.functional.cross_entropy(model(adv), y)
         (grad,) = torch.autograd.grad(loss, adv)
-        adv = adv.detach() + alpha * grad.sign()
+        adv = adv.detach() + sign * alpha * grad.sign()
         adv = torch.min(torch.max(adv, x - eps), x + eps).clamp(0, 1)
         path.append(adv)
     model.train(was)
@@ -143,3 +145,55 @@ def test_pgd_random_start_is_the_reference_start(trained, test_batch) -> None:
     ref = _reference_pgd(trained, x, y, EPS, alpha, steps=4, start=start)[-1]
     got = PGD(trained, eps=EPS, alpha=alpha, steps=4, rng=torch.Generator().manual_seed(3))(x, y)
     assert torch.allclose(got, ref, atol=1e-6)
+
+
+def test_random_start_is_clipped_to_the_image_range(trained, test_batch) -> None:
+    """Saturated images (pixels at 0 and 1): the random start must be clipped to [0, 1] before
+    the first gradient, else the first step is taken from a point outside the image range."""
+    x, y = test_batch
+    x, y = x[:32].round(), y[:32]
+    gen = torch.Generator().manual_seed(5)
+    start = 4 * EPS * (torch.rand(x.shape, generator=gen) * 2 - 1)
+    ref = _reference_pgd(trained, x, y, 4 * EPS, EPS / 2, steps=1, start=start)[-1]
+    rng = torch.Generator().manual_seed(5)
+    got = PGD(trained, eps=4 * EPS, alpha=EPS / 2, steps=1, rng=rng)(x, y)
+    assert torch.allclose(got, ref, atol=1e-6)
+
+
+def test_targeted_pgd_follows_the_reference_descent(trained, test_batch) -> None:
+    """Targeted PGD steps by -alpha (not a larger step) along the target's loss gradient."""
+    x, y = test_batch
+    x, target = x[:32], (y[:32] + 1) % 4
+    alpha = EPS / 5
+    path = _reference_pgd(trained, x, target, EPS, alpha, steps=2, start=None, sign=-1.0)
+    for k, ref in enumerate(path, start=1):
+        atk = PGD(trained, eps=EPS, alpha=alpha, steps=k, random_start=False, targeted=True)
+        assert torch.allclose(atk(x, target), ref, atol=1e-6), f"step {k}"
+
+
+def test_pixels_without_gradient_do_not_move() -> None:
+    """sign(0) = 0: a pixel the model ignores stays where it is (no step, no division by 0)."""
+    x = torch.full((2, 1, 2, 3), 0.5)
+    y = torch.zeros(2, dtype=torch.long)
+    adv = PGD(Fixed(), eps=0.2, alpha=0.05, steps=3, random_start=False)(x, y)
+    ignored = torch.ones_like(x, dtype=torch.bool)
+    ignored[:, 0, 0, :2] = False  # Fixed reads only these two pixels
+    assert torch.equal(adv[ignored], x[ignored])
+    assert torch.allclose(adv[:, 0, 0, 0], torch.full((2,), 0.35))  # x₀ pushed down 3 × 0.05
+    assert torch.allclose(adv[:, 0, 0, 1], torch.full((2,), 0.65))
+
+
+def test_defaults_are_the_usual_cifar_budget() -> None:
+    """eps 8/255, alpha 2/255, 10 steps, random start, one restart (Madry et al.; torchattacks)."""
+    a = PGD(Fixed())
+    assert (a.eps, a.alpha, a.steps, a.random_start, a.restarts) == (8 / 255, 2 / 255, 10, True, 1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [({"eps": -0.1}, "eps"), ({"alpha": -0.1}, "alpha"), ({"steps": 0}, "steps"),
+     ({"restarts": 0}, "restarts")],
+)  # fmt: skip
+def test_bad_settings_name_the_argument(kwargs, name) -> None:
+    with pytest.raises(AttackInputError, match=f"^{name} must be"):
+        PGD(Fixed(), **kwargs)

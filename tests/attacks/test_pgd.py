@@ -197,3 +197,30 @@ def test_defaults_are_the_usual_cifar_budget() -> None:
 def test_bad_settings_name_the_argument(kwargs, name) -> None:
     with pytest.raises(AttackInputError, match=f"^{name} must be"):
         PGD(Fixed(), **kwargs)
+
+
+def test_targeted_restarts_keep_the_first_hit_else_the_lowest_target_loss(monkeypatch) -> None:
+    """Targeted: success is reaching the target, and among misses the lowest target loss wins."""
+    x = torch.full((3, 1, 1, 2), 0.5)
+    target = torch.ones(3, dtype=torch.long)  # target class 1 = (x₁ > x₀)
+
+    def cand(*pairs: tuple[float, float]) -> Tensor:
+        return torch.tensor(pairs).view(-1, 1, 1, 2)
+
+    # restart 1: sample 0 hits the target; samples 1, 2 miss
+    # restart 2 (samples 1, 2): sample 1 misses closer (lower loss: kept), sample 2 misses
+    # farther (higher loss: restart 1's stays)
+    script = [cand((0.3, 0.7), (0.7, 0.3), (0.55, 0.45)), cand((0.55, 0.45), (0.9, 0.1))]
+    seen: list[int] = []
+
+    def fake_run(self, images, labels, eps, alpha):
+        seen.append(images.shape[0])
+        assert torch.equal(labels, target[: images.shape[0]])
+        return script[len(seen) - 1]
+
+    monkeypatch.setattr(PGD, "_run", fake_run)
+    adv = PGD(Fixed(), eps=0.5, restarts=2, targeted=True)(x, target)
+    assert seen == [3, 2]
+    assert torch.equal(adv[0], cand((0.3, 0.7))[0])
+    assert torch.equal(adv[1], cand((0.55, 0.45))[0])
+    assert torch.equal(adv[2], cand((0.55, 0.45))[0])

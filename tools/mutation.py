@@ -110,11 +110,16 @@ def _mutmut(where: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _verdicts(name: str, where: Path) -> dict[str, int | None]:
+    """mutmut's exit code per mutant of one module (its .meta file)."""
+    meta = where / "mutants/src/advaug" / f"{MODULES[name][0]}.meta"
+    return json.loads(meta.read_text())["exit_code_by_key"]
+
+
 def _collect(name: str, where: Path) -> dict:
     """Counts, score and survivors (with their diffs) of one module's finished run."""
     source, tests = MODULES[name]
-    meta = json.loads((where / "mutants/src/advaug" / f"{source}.meta").read_text())
-    codes = meta["exit_code_by_key"]
+    codes = _verdicts(name, where)
     counts: dict[str, int] = {}
     for code in codes.values():
         status = STATUS.get(code, "suspicious")
@@ -158,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         where = _scratch(name, args.work)
         print(f"[mutation] {name}: mutmut run in {where}", flush=True)
         run = _mutmut(where, "run", "--max-children", "1")
+        # mutmut keeps earlier verdicts: survivors are re-run by name against the current tests
+        survivors = [k for k, code in _verdicts(name, where).items() if code == 0]
+        if run.returncode == 0 and survivors:
+            run = _mutmut(where, "run", "--max-children", "1", *survivors)
         if run.returncode != 0:
             print(run.stdout[-3000:], run.stderr[-3000:], sep="\n", file=sys.stderr)
             return run.returncode

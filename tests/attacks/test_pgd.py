@@ -224,3 +224,41 @@ def test_targeted_restarts_keep_the_first_hit_else_the_lowest_target_loss(monkey
     assert torch.equal(adv[0], cand((0.3, 0.7))[0])
     assert torch.equal(adv[1], cand((0.55, 0.45))[0])
     assert torch.equal(adv[2], cand((0.55, 0.45))[0])
+
+
+def test_restart_ties_keep_the_earlier_candidate(monkeypatch) -> None:
+    """A later restart must beat the loss strictly: on a tie the first candidate stays."""
+    x = torch.full((1, 1, 1, 3), 0.5)
+    y = torch.zeros(1, dtype=torch.long)
+    # Fixed ignores the third pixel: both candidates have exactly the same logits and loss
+    script = [torch.tensor([0.6, 0.4, 0.1]).view(1, 1, 1, 3),
+              torch.tensor([0.6, 0.4, 0.9]).view(1, 1, 1, 3)]  # fmt: skip
+    monkeypatch.setattr(PGD, "_run", lambda self, *a: script.pop(0))
+    adv = PGD(Fixed(), eps=0.5, restarts=2)(x, y)
+    assert script == [] and adv[0, 0, 0, 2].item() == pytest.approx(0.1)
+
+
+def test_bad_alpha_shape_names_alpha() -> None:
+    x = torch.full((2, 1, 1, 2), 0.5)
+    with pytest.raises(
+        AttackInputError, match=r"^alpha must be a float or a tensor of shape \[2\]"
+    ):
+        PGD(Fixed(), alpha=torch.tensor([0.1, 0.1, 0.1]))(x, torch.zeros(2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("restarts, fixed", [(1, False), (2, True), (3, True)])
+def test_cudnn_autotuning_is_off_only_with_restarts(restarts, fixed, monkeypatch) -> None:
+    """Restarts shrink the batch (a new shape each time): cuDNN's benchmark is off for them and
+    restored after; a single run keeps the user's setting."""
+    seen: list[bool] = []
+
+    class Recording(Fixed):
+        def forward(self, x: Tensor) -> Tensor:
+            seen.append(torch.backends.cudnn.benchmark)
+            return super().forward(x)
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    x = torch.full((2, 1, 1, 2), 0.5)
+    PGD(Recording(), eps=0.01, steps=1, restarts=restarts)(x, torch.zeros(2, dtype=torch.long))
+    assert seen and set(seen) == {not fixed}
+    assert torch.backends.cudnn.benchmark is True

@@ -14,7 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advaug.data.safe_pickle import ALLOWED_GLOBALS, safe_load, safe_loads
+from advaug.data.safe_pickle import (
+    ALLOWED_GLOBALS,
+    _RestrictedUnpickler,
+    safe_load,
+    safe_loads,
+)
 from advaug.errors import DataError, UnsafePickleError
 
 from .cifar_synth import dump_py2
@@ -213,3 +218,26 @@ def test_reference_oracle_sees_the_official_content():
     out = safe_loads(_VALID)
     assert out[b"labels"] == [1]
     np.testing.assert_array_equal(out[b"data"], np.arange(3072, dtype=np.uint8).reshape(1, 3072))
+
+
+def test_parse_error_message_names_the_cause_and_the_fix():
+    with pytest.raises(DataError) as info:
+        safe_loads(b"", source="t")
+    assert str(info.value) == (
+        "t is not a valid dataset pickle (EOFError: Ran out of input); the file is truncated or "
+        "corrupt: delete it and place (or download) a fresh copy"
+    )
+
+
+def test_memory_error_is_a_data_error_naming_the_fix(monkeypatch):
+    def huge(self):
+        raise MemoryError
+
+    monkeypatch.setattr(_RestrictedUnpickler, "load", huge, raising=False)
+    with pytest.raises(DataError) as info:
+        safe_loads(_VALID, source="m")
+    assert str(info.value) == (
+        "m asks for more memory than available: the file is corrupt; replace it with an official "
+        "copy"
+    )
+    assert isinstance(info.value.__cause__, MemoryError)

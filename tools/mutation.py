@@ -68,6 +68,10 @@ STATUS = {
     33: "no tests",
     34: "skipped",
     36: "timeout",
+    24: "timeout",  # SIGXCPU: mutmut's CPU-time limit
+    -24: "timeout",
+    152: "timeout",
+    255: "timeout",
     37: "type check",
     -9: "segfault",
     -11: "segfault",
@@ -163,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         where = _scratch(name, args.work)
         print(f"[mutation] {name}: mutmut run in {where}", flush=True)
         run = _mutmut(where, "run", "--max-children", "1")
-        # mutmut keeps earlier verdicts: survivors are re-run by name against the current tests
-        survivors = [k for k, code in _verdicts(name, where).items() if code == 0]
+        # mutmut keeps earlier verdicts: survivors and untested mutants are re-run by name
+        # against the current tests (which may kill them now)
+        survivors = [k for k, code in _verdicts(name, where).items() if code in (0, 5, 33)]
         if run.returncode == 0 and survivors:
             run = _mutmut(where, "run", "--max-children", "1", *survivors)
         if run.returncode != 0:

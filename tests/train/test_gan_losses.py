@@ -232,3 +232,32 @@ def test_dequantize_range_and_noise_width():
     assert torch.all(out[2::3] == 1.0)  # clamped at the top
     again = dequantize(x, rng=torch.Generator().manual_seed(0))
     torch.testing.assert_close(out, again)
+
+
+def test_generator_loss_parts_and_the_seeds_default_scale():
+    """The default AC weight is the seed's 0.1; the parts are exactly adv, ac, ac_acc, total."""
+    torch.manual_seed(0)
+    critic = LinearCritic(torch.randn(SHAPE))
+    fake = torch.rand(6, *SHAPE)
+    with torch.no_grad():
+        s, lg = critic(fake)
+    fy = lg.argmax(1)
+    fy[:2] = (fy[:2] + 1) % 3  # 4 hits and 2 misses, so a wrong comparison shows
+    acc = (lg.argmax(1) == fy).float().mean()
+    loss, parts = generator_loss(critic, fake, fy)
+    torch.testing.assert_close(loss.detach(), -s.mean() + 0.1 * _ce(lg, fy))
+    assert set(parts) == {"adv", "ac", "ac_acc", "total"}
+    torch.testing.assert_close(parts["adv"], -s.mean())
+    torch.testing.assert_close(parts["ac_acc"], acc)
+    torch.testing.assert_close(parts["total"], loss.detach())
+
+
+def test_critic_loss_accumulates_a_bf16_critic_in_float32():
+    """bf16 scores and logits are promoted before the means and the CE (bf16 -> fp32)."""
+    torch.manual_seed(0)
+    critic = LinearCritic(torch.randn(SHAPE)).to(torch.bfloat16)
+    real, fake = torch.rand(4, *SHAPE).bfloat16(), torch.rand(4, *SHAPE).bfloat16()
+    loss, parts = critic_loss(critic, real, torch.tensor([0, 1, 2, 1]), fake, gp_weight=0.0)
+    assert loss.dtype == torch.float32
+    for name in ("wasserstein", "ac_real", "ac_fake", "total"):
+        assert parts[name].dtype == torch.float32, name

@@ -261,3 +261,23 @@ def test_critic_loss_accumulates_a_bf16_critic_in_float32():
     assert loss.dtype == torch.float32
     for name in ("wasserstein", "ac_real", "ac_fake", "total"):
         assert parts[name].dtype == torch.float32, name
+
+
+def test_critic_loss_passes_per_pixel_alpha_to_the_gp_and_reports_every_part():
+    torch.manual_seed(0)
+    critic = QuadraticCritic(torch.randn(SHAPE))
+    real, fake = torch.rand(4, *SHAPE), torch.rand(4, *SHAPE)
+    y, fy = torch.tensor([0, 1, 0, 1]), torch.tensor([1, 1, 0, 0])
+    gps = {}
+    for per_pixel in (False, True):
+        _, parts = critic_loss(critic, real, y, fake, fake_y=fy, per_pixel_alpha=per_pixel,
+                               rng=torch.Generator().manual_seed(7))  # fmt: skip
+        gp, _ = gradient_penalty(critic, real, fake, per_pixel_alpha=per_pixel,
+                                 rng=torch.Generator().manual_seed(7))  # fmt: skip
+        torch.testing.assert_close(parts["gp"], gp.detach())
+        gps[per_pixel] = parts["gp"]
+    assert not torch.allclose(gps[False], gps[True])
+    assert set(parts) == {"wasserstein", "gp", "ac_real", "ac_fake", "ac_acc_real",
+                          "ac_acc_fake", "total"}  # fmt: skip
+    # QuadraticCritic's logits are all zero: argmax is class 0 everywhere
+    torch.testing.assert_close(parts["ac_acc_fake"], (fy == 0).float().mean())

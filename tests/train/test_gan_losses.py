@@ -118,7 +118,7 @@ def test_critic_loss_terms_by_hand(ac_on_fake):
     torch.manual_seed(0)
     critic = LinearCritic(torch.randn(SHAPE)).double()
     real, fake = torch.rand(4, *SHAPE).double(), torch.rand(4, *SHAPE).double()
-    y, fy = torch.tensor([0, 1, 2, 1]), torch.tensor([2, 2, 0, 1])
+    y, fy = torch.tensor([0, 1, 2, 1]), torch.tensor([0, 2, 0, 1])
     loss, parts = critic_loss(
         critic, real, y, fake, gp_weight=0.0, ac_scale=0.7, ac_on_fake=ac_on_fake, fake_y=fy
     )
@@ -134,6 +134,9 @@ def test_critic_loss_terms_by_hand(ac_on_fake):
     torch.testing.assert_close(parts["ac_fake"], ce_f)
     acc = (l_r.argmax(1) == y).float().mean()
     torch.testing.assert_close(parts["ac_acc_real"], acc)
+    acc_fake = (l_f.argmax(1) == fy).float().mean()
+    assert float(acc_fake) == 0.75  # three of four: a wrong argmax or comparison shows
+    torch.testing.assert_close(parts["ac_acc_fake"], acc_fake)
     assert set(parts) >= {"wasserstein", "gp", "ac_real", "ac_fake", "total", "ac_acc_real"}
     assert all(not p.requires_grad for p in parts.values())
 
@@ -281,3 +284,15 @@ def test_critic_loss_passes_per_pixel_alpha_to_the_gp_and_reports_every_part():
                           "ac_acc_fake", "total"}  # fmt: skip
     # QuadraticCritic's logits are all zero: argmax is class 0 everywhere
     torch.testing.assert_close(parts["ac_acc_fake"], (fy == 0).float().mean())
+
+
+def test_bf16_gp_and_dequantize_keep_their_dtypes():
+    """The GP's norm is taken in float32 for a bf16 critic; dequantized bf16 images stay bf16
+    (the noise is drawn in float32 and cast to the images' dtype)."""
+    torch.manual_seed(0)
+    critic = LinearCritic(torch.randn(SHAPE)).to(torch.bfloat16)
+    real, fake = torch.rand(4, *SHAPE).bfloat16(), torch.rand(4, *SHAPE).bfloat16()
+    gp, x_hat = gradient_penalty(critic, real, fake, rng=torch.Generator().manual_seed(0))
+    assert gp.dtype == torch.float32 and x_hat.dtype == torch.bfloat16
+    out = dequantize(real, rng=torch.Generator().manual_seed(0))
+    assert out.dtype == torch.bfloat16

@@ -33,7 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES: dict[str, tuple[str, list[str]]] = {
     "pgd": ("attacks/pgd.py", ["tests/attacks/test_pgd.py"]),
     "fgsm": ("attacks/fgsm.py", ["tests/attacks/test_fgsm.py"]),
-    "augment_base": ("augment/base.py", ["tests/augment/test_base.py"]),
+    "augment_base": (
+        "augment/base.py",
+        ["tests/augment/test_base.py", "tests/runtime/test_gpu_readiness.py"],
+    ),
     "gan_losses": ("train/gan_losses.py", ["tests/train/test_gan_losses.py"]),
     "safe_pickle": ("data/safe_pickle.py", ["tests/data/test_safe_pickle.py"]),
     "checkpoint": (

@@ -72,3 +72,22 @@ def test_separate_mode_uses_separate_batch_statistics():
     hand = (6 * F.cross_entropy(model(xc), yc) + 4 * F.cross_entropy(model(xa), ya)) / 10
     assert sep.item() == pytest.approx(hand.item(), rel=1e-6)
     assert abs(joint.item() - sep.item()) > 1e-4
+
+
+def test_technique_call_skips_an_empty_batch_and_defaults_are_empty():
+    from advaug.augment.base import Technique
+
+    calls = []
+
+    class Echo(Technique):
+        def generate(self, model, x, y, step):
+            calls.append(step)
+            return x + 1, y
+
+    x, y = torch.zeros(2, 3, 2, 2), torch.tensor([0, 1])
+    assert Echo()(None, x[:0], y[:0], step=3) is None and calls == []
+    out = Echo()(None, x, y, step=4)
+    assert calls == [4] and torch.equal(out[0], x + 1) and torch.equal(out[1], y)
+    base = Technique()
+    assert base(None, x, y, 0) is None
+    assert (base.name, base.needs_gan, base.state_dict(), base.metrics()) == ("none", False, {}, {})

@@ -91,3 +91,64 @@ def test_technique_call_skips_an_empty_batch_and_defaults_are_empty():
     base = Technique()
     assert base(None, x, y, 0) is None
     assert (base.name, base.needs_gan, base.state_dict(), base.metrics()) == ("none", False, {}, {})
+
+
+def _ce(logits, y, smoothing=0.0):
+    return F.cross_entropy(logits, y, label_smoothing=smoothing)
+
+
+@pytest.mark.parametrize("bn", ["joint", "separate"])
+def test_forward_mixed_without_augmented_rows_is_the_clean_loss(bn):
+    """aug None or empty: the clean CE alone, zero augmented counts, no forward of an empty batch
+    (BatchNorm in train mode refuses one)."""
+    model = _tiny().train()
+    xc, yc = torch.randn(6, 3, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2])
+    with torch.no_grad():
+        expect = _ce(model(xc), yc, 0.1)
+        correct = (model(xc).argmax(1) == yc).sum()
+    for aug in (None, (xc[:0], yc[:0])):
+        loss, stats = forward_mixed(model, xc, yc, aug, weight=0.3, bn=bn, label_smoothing=0.1)
+        assert loss.item() == pytest.approx(expect.item(), rel=1e-6)
+        assert stats["aug_n"].item() == 0 and stats["aug_correct"].item() == 0
+        assert stats["clean_n"].item() == 6 and stats["clean_correct"].item() == correct.item()
+
+
+def test_forward_mixed_one_augmented_row_counts():
+    model = _tiny().eval()
+    xc, yc = torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 0])
+    xa, ya = torch.randn(1, 3, 2, 2), torch.tensor([2])
+    loss, stats = forward_mixed(model, xc, yc, (xa, ya), weight=0.5, bn="joint")
+    with torch.no_grad():
+        hand = (4 * _ce(model(xc), yc) + 0.5 * _ce(model(xa), ya)) / 4.5
+    assert loss.item() == pytest.approx(hand.item(), rel=1e-6)
+    assert stats["aug_n"].item() == 1
+
+
+def test_forward_mixed_all_augmented_in_separate_mode():
+    """n_c = 0 (prop 1): no clean forward (an empty batch), the loss is the augmented CE."""
+    model = _tiny().train()
+    xa, ya = torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 0])
+    empty = torch.zeros(0, 3, 2, 2)
+    loss, stats = forward_mixed(model, empty, ya[:0], (xa, ya), weight=0.3, bn="separate")
+    assert loss.item() == pytest.approx(_ce(model(xa), ya).item(), rel=1e-6)
+    assert stats["clean_n"].item() == 0 and stats["clean_correct"].item() == 0
+
+
+def test_forward_mixed_casts_augmented_images_to_the_clean_dtype():
+    """A technique may hand back float64 (or bf16) images: they join the batch in its dtype."""
+    model = _tiny().eval()
+    xc, yc = torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 0])
+    xa, ya = torch.randn(2, 3, 2, 2), torch.tensor([2, 1])
+    ref, _ = forward_mixed(model, xc, yc, (xa, ya), weight=0.3, bn="joint")
+    got, _ = forward_mixed(model, xc, yc, (xa.double(), ya), weight=0.3, bn="joint")
+    assert got.dtype == torch.float32 and got.item() == pytest.approx(ref.item(), rel=1e-6)
+
+
+def test_forward_mixed_label_smoothing_reaches_both_parts():
+    model = _tiny().eval()
+    xc, yc = torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 0])
+    xa, ya = torch.randn(2, 3, 2, 2), torch.tensor([2, 1])
+    loss, _ = forward_mixed(model, xc, yc, (xa, ya), weight=1.0, bn="separate", label_smoothing=0.2)
+    with torch.no_grad():
+        hand = (4 * _ce(model(xc), yc, 0.2) + 2 * _ce(model(xa), ya, 0.2)) / 6
+    assert loss.item() == pytest.approx(hand.item(), rel=1e-6)

@@ -262,3 +262,17 @@ def test_cudnn_autotuning_is_off_only_with_restarts(restarts, fixed, monkeypatch
     PGD(Recording(), eps=0.01, steps=1, restarts=restarts)(x, torch.zeros(2, dtype=torch.long))
     assert seen and set(seen) == {not fixed}
     assert torch.backends.cudnn.benchmark is True
+
+
+def test_bookkeeping_lives_on_the_images_device() -> None:
+    """Every tensor PGD allocates names the images' device: with another default device (here
+    meta, standing in for a GPU run's mismatch) the attack still runs and answers on the CPU."""
+    x, y = torch.full((3, 1, 1, 2), 0.5), torch.zeros(3, dtype=torch.long)
+    atk = PGD(
+        Fixed(), eps=0.1, alpha=0.05, steps=2, restarts=2, rng=torch.Generator().manual_seed(0)
+    )
+    expect = PGD(Fixed(), eps=0.1, alpha=0.05, steps=2, restarts=2,
+                 rng=torch.Generator().manual_seed(0))(x, y)  # fmt: skip
+    with torch.device("meta"):
+        got = atk(x, y)
+    assert got.device.type == "cpu" and torch.equal(got, expect)

@@ -296,3 +296,23 @@ def test_bf16_gp_and_dequantize_keep_their_dtypes():
     assert gp.dtype == torch.float32 and x_hat.dtype == torch.bfloat16
     out = dequantize(real, rng=torch.Generator().manual_seed(0))
     assert out.dtype == torch.bfloat16
+
+
+def test_losses_allocate_on_the_inputs_device():
+    """With another default device (meta, standing in for a GPU run's mismatch), the noise, the
+    GP and the zero GP are still made on the inputs' device, with the same values."""
+    torch.manual_seed(0)
+    critic = LinearCritic(torch.randn(SHAPE))
+    real, fake, y = torch.rand(4, *SHAPE), torch.rand(4, *SHAPE), torch.tensor([0, 1, 2, 1])
+
+    def run(rng):
+        gp, _ = gradient_penalty(critic, real, fake, rng=torch.Generator().manual_seed(rng))
+        _, parts = critic_loss(critic, real, y, fake, gp_weight=0.0)
+        return gp, parts["gp"], dequantize(real, rng=torch.Generator().manual_seed(rng))
+
+    expect = run(3)
+    with torch.device("meta"):
+        got = run(3)
+    for a, b in zip(got, expect, strict=True):
+        assert a.device.type == "cpu"
+        torch.testing.assert_close(a, b)

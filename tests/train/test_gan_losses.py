@@ -316,3 +316,15 @@ def test_losses_allocate_on_the_inputs_device():
     for a, b in zip(got, expect, strict=True):
         assert a.device.type == "cpu"
         torch.testing.assert_close(a, b)
+
+
+def test_fakes_of_another_dtype_are_cast_to_the_reals():
+    """A generator in float64 next to a float32 critic: the fakes join in the reals' dtype."""
+    torch.manual_seed(0)
+    critic = LinearCritic(torch.randn(SHAPE))
+    real, fake = torch.rand(4, *SHAPE), torch.rand(4, *SHAPE).double()
+    gp, x_hat = gradient_penalty(critic, real, fake, rng=torch.Generator().manual_seed(0))
+    assert x_hat.dtype == torch.float32 and gp.dtype == torch.float32
+    loss, _ = critic_loss(critic, real, torch.tensor([0, 1, 2, 1]), fake)
+    ref, _ = critic_loss(critic, real, torch.tensor([0, 1, 2, 1]), fake.float())
+    torch.testing.assert_close(loss, ref)

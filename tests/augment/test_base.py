@@ -152,3 +152,44 @@ def test_forward_mixed_label_smoothing_reaches_both_parts():
     with torch.no_grad():
         hand = (4 * _ce(model(xc), yc, 0.2) + 2 * _ce(model(xa), ya, 0.2)) / 6
     assert loss.item() == pytest.approx(hand.item(), rel=1e-6)
+
+
+@settings(max_examples=20, deadline=None)
+@given(b=st.integers(1, 16), prop=st.floats(0, 1), mode=st.sampled_from(["replace", "append"]))
+def test_split_labels_follow_their_images(b, prop, mode):
+    x, y = torch.arange(b).float()[:, None], torch.arange(b) + 100
+    s = split_batch(x, y, prop, mode)
+    assert torch.equal(s.y_src, s.x_src[:, 0].long() + 100)
+    assert torch.equal(s.y_clean, s.x_clean[:, 0].long() + 100)
+
+
+def test_mixed_loss_with_one_clean_example_and_a_missing_augmented_loss():
+    lc, la = torch.tensor(1.5), torch.tensor(4.0)
+    assert mixed_loss(lc, la, 1, 1, 1.0).item() == pytest.approx(2.75)
+    assert mixed_loss(lc, None, 10, 5, 1.0).item() == 1.5  # nothing came back: clean alone
+
+
+def _stats(stats):
+    return {k: v.dtype for k, v in stats.items()}, {k: v.item() for k, v in stats.items()}
+
+
+@pytest.mark.parametrize("n_c", [0, 4])
+@pytest.mark.parametrize("kept", [[True, False, False], [True, False, True]])
+def test_masked_forward_equals_the_forward_of_the_kept_rows(n_c, kept):
+    """(x_a, y_a, keep) gives the loss and every stat of (x_a[keep], y_a[keep]), label smoothing
+    included, with one kept row too; counts are int64 on both paths."""
+    torch.manual_seed(1)
+    model = _tiny().eval()
+    xc, yc = torch.randn(n_c, 3, 2, 2), torch.arange(n_c) % 3
+    xa, ya, keep = torch.randn(3, 3, 2, 2), torch.tensor([2, 1, 0]), torch.tensor(kept)
+    kw = {"weight": 0.3, "bn": "separate", "label_smoothing": 0.1}
+    masked, stats = forward_mixed(model, xc, yc, (xa, ya, keep), **kw)
+    plain, ref = forward_mixed(model, xc, yc, (xa[keep], ya[keep]), **kw)
+    assert masked.item() == pytest.approx(plain.item(), rel=1e-6)
+    (dtypes, values), (ref_dtypes, ref_values) = _stats(stats), _stats(ref)
+    assert dtypes == ref_dtypes and values == pytest.approx(ref_values, rel=1e-6)
+    with torch.no_grad():
+        assert stats["aug_correct"].item() == ((model(xa).argmax(1) == ya) & keep).sum().item()
+        if n_c:
+            assert stats["clean_correct"].item() == (model(xc).argmax(1) == yc).sum().item()
+    assert stats["clean_n"].dtype == stats["aug_n"].dtype == torch.long

@@ -64,8 +64,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks examples tools
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests benchmarks examples
-	$(BIN)/ruff check --fix src tests benchmarks examples
+	$(BIN)/ruff format src tests benchmarks examples tools
+	$(BIN)/ruff check --fix src tests benchmarks examples tools
 
 # Mutation testing of the critical modules (tools/mutation.py; docs/MUTATION.md has the last
 # score). Not part of `make test`: it takes minutes per module. MODULES=pgd,fgsm runs some of

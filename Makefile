@@ -22,7 +22,7 @@ export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=171
 
 TORCH_ARGS := "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 
-.PHONY: demo test test-all lint format bench clean venv lock FORCE
+.PHONY: demo test test-all lint format bench mutation clean venv lock FORCE
 
 venv: $(STAMP)
 
@@ -43,7 +43,7 @@ lock:
 	rm -rf .lock-venv && $(PY) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install -q --upgrade pip
 	.lock-venv/bin/python -m pip install -q $(TORCH_ARGS)
-	.lock-venv/bin/python -m pip install -q ".[$(EXTRAS)]"
+	.lock-venv/bin/python -m pip install -q ".[$(EXTRAS),mutation]"
 	{ grep '^#' constraints.txt; .lock-venv/bin/python -m pip freeze --all \
 	  | grep -v -i '^advaug\|^torch==\|^wheel==\|^nvidia-\|^cuda-\|^triton==' | LC_ALL=C sort -f; \
 	} > constraints.txt.new && mv constraints.txt.new constraints.txt
@@ -53,19 +53,27 @@ demo: $(STAMP)
 	$(BIN)/advaug study --preset demo --out $(OUT)
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples tools
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) -q
 
 test-all: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) -q --runslow
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples tools
+	$(BIN)/ruff format --check src tests benchmarks examples tools
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests benchmarks examples
-	$(BIN)/ruff check --fix src tests benchmarks examples
+	$(BIN)/ruff format src tests benchmarks examples tools
+	$(BIN)/ruff check --fix src tests benchmarks examples tools
+
+# Mutation testing of the critical modules (tools/mutation.py; docs/MUTATION.md has the last
+# score). Not part of `make test`: it takes minutes per module. MODULES=pgd,fgsm runs some of
+# them (python tools/mutation.py --list names them); one worker, niced, one torch thread.
+MODULES ?=
+mutation: $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[mutation]"
+	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/python tools/mutation.py --modules "$(MODULES)"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_loader.py

@@ -8,9 +8,23 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import Phase, settings
 
 torch.set_num_threads(1)
 torch.set_num_interop_threads(1)
+
+# `make mutation` runs each mutant's tests under this profile (--hypothesis-profile=mutation):
+# few examples, derandomised, no example database and no shrinking (a mutant needs only a
+# failure, not the smallest one), so a mutant costs seconds and the committed report is
+# reproducible. Tests that set max_examples themselves keep their own number.
+settings.register_profile(
+    "mutation",
+    max_examples=10,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    phases=(Phase.explicit, Phase.generate),
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR100 = Path(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import collections
-import contextlib
+import io
 import os
 import pickle
 import subprocess
@@ -14,7 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advaug.data.safe_pickle import safe_load, safe_loads
+from advaug.data.safe_pickle import (
+    ALLOWED_GLOBALS,
+    _RestrictedUnpickler,
+    safe_load,
+    safe_loads,
+)
 from advaug.errors import DataError, UnsafePickleError
 
 from .cifar_synth import dump_py2
@@ -133,24 +138,106 @@ def test_garbage_raises_data_error(tmp_path, content):
 
 
 def test_missing_file_raises_data_error(tmp_path):
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match=r"^cannot read \S+nope: No such file or directory; check"):
         safe_load(tmp_path / "nope")
+
+
+def test_refusal_names_the_fix():
+    payload = pickle.dumps(collections.OrderedDict(a=1), protocol=2)
+    with pytest.raises(UnsafePickleError, match="only numpy array types are allowed in dataset "
+                       "pickles; use an official CIFAR file$"):  # fmt: skip
+        safe_loads(payload, source="x.pkl")
+
+
+class _PersistentPickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        return "ext-1" if obj == "outside" else None
+
+
+def test_persistent_ids_are_refused():
+    buf = io.BytesIO()
+    _PersistentPickler(buf, protocol=2).dump({"data": "outside"})
+    with pytest.raises(UnsafePickleError, match=r"^refused persistent id 'ext-1' in p\.pkl: "
+                       "dataset pickles never use them; use an official CIFAR file$"):  # fmt: skip
+        safe_loads(buf.getvalue(), source="p.pkl")
+
+
+def test_file_objects_are_named_by_their_name_or_as_a_file_object(tmp_path):
+    path = tmp_path / "data_batch_2"
+    path.write_bytes(b"garbage")
+    with open(path, "rb") as f, pytest.raises(DataError, match=f"^{path} is not a valid"):
+        safe_load(f)
+    with pytest.raises(DataError, match="^<file object> is not a valid"):
+        safe_load(io.BytesIO(b"garbage"))
 
 
 _VALID = dump_py2({b"data": np.arange(3072, dtype=np.uint8).reshape(1, 3072), b"labels": [1]})
 
 
+class _Reference(pickle.Unpickler):
+    """The standard unpickler allowed the same global names, resolved by import (not through the
+    module's table): what a correct restricted loader must agree with."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"{module}.{name} not allowed")
+        return super().find_class(module, name)
+
+
+def _agrees_with_reference(data: bytes) -> None:
+    """Loaded: the same object as the reference loads. Refused: a DataError naming the source,
+    exactly where the reference fails too."""
+    try:
+        expected = _Reference(io.BytesIO(data), encoding="bytes").load()
+    except Exception:
+        with pytest.raises(DataError, match=r"(^|from )<bytes>[ :]"):
+            safe_loads(data)
+        return
+    got = safe_loads(data)
+    assert type(got) is type(expected)
+    assert pickle.dumps(got, protocol=4) == pickle.dumps(expected, protocol=4)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=64))
-def test_arbitrary_bytes_load_or_raise_data_error(data):
-    with contextlib.suppress(DataError):
-        safe_loads(data)
+def test_arbitrary_bytes_load_what_the_reference_loads_or_raise_data_error(data):
+    _agrees_with_reference(data)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(0, len(_VALID) - 1), st.integers(0, 255), st.integers(1, len(_VALID)))
-def test_corrupted_official_pickle_loads_or_raises_data_error(pos, value, cut):
+def test_corrupted_official_pickle_loads_what_the_reference_loads_or_raises(pos, value, cut):
     data = bytearray(_VALID)
     data[pos] = value
-    with contextlib.suppress(DataError):
-        safe_loads(bytes(data[:cut]))
+    _agrees_with_reference(bytes(data[:cut]))
+
+
+def test_reference_oracle_sees_the_official_content():
+    """The oracle above is not vacuous: the intact file loads, equal to what was written."""
+    _agrees_with_reference(_VALID)
+    out = safe_loads(_VALID)
+    assert out[b"labels"] == [1]
+    np.testing.assert_array_equal(out[b"data"], np.arange(3072, dtype=np.uint8).reshape(1, 3072))
+
+
+def test_parse_error_message_names_the_cause_and_the_fix():
+    with pytest.raises(DataError) as info:
+        safe_loads(b"", source="t")
+    assert str(info.value) == (
+        "t is not a valid dataset pickle (EOFError: Ran out of input); the file is truncated or "
+        "corrupt: delete it and place (or download) a fresh copy"
+    )
+
+
+def test_memory_error_is_a_data_error_naming_the_fix(monkeypatch):
+    def huge(self):
+        raise MemoryError
+
+    monkeypatch.setattr(_RestrictedUnpickler, "load", huge, raising=False)
+    with pytest.raises(DataError) as info:
+        safe_loads(_VALID, source="m")
+    assert str(info.value) == (
+        "m asks for more memory than available: the file is corrupt; replace it with an official "
+        "copy"
+    )
+    assert isinstance(info.value.__cause__, MemoryError)

@@ -118,7 +118,7 @@ def test_critic_loss_terms_by_hand(ac_on_fake):
     torch.manual_seed(0)
     critic = LinearCritic(torch.randn(SHAPE)).double()
     real, fake = torch.rand(4, *SHAPE).double(), torch.rand(4, *SHAPE).double()
-    y, fy = torch.tensor([0, 1, 2, 1]), torch.tensor([2, 2, 0, 1])
+    y, fy = torch.tensor([0, 1, 2, 1]), torch.tensor([0, 2, 0, 1])
     loss, parts = critic_loss(
         critic, real, y, fake, gp_weight=0.0, ac_scale=0.7, ac_on_fake=ac_on_fake, fake_y=fy
     )
@@ -134,6 +134,9 @@ def test_critic_loss_terms_by_hand(ac_on_fake):
     torch.testing.assert_close(parts["ac_fake"], ce_f)
     acc = (l_r.argmax(1) == y).float().mean()
     torch.testing.assert_close(parts["ac_acc_real"], acc)
+    acc_fake = (l_f.argmax(1) == fy).float().mean()
+    assert float(acc_fake) == 0.75  # three of four: a wrong argmax or comparison shows
+    torch.testing.assert_close(parts["ac_acc_fake"], acc_fake)
     assert set(parts) >= {"wasserstein", "gp", "ac_real", "ac_fake", "total", "ac_acc_real"}
     assert all(not p.requires_grad for p in parts.values())
 
@@ -263,3 +266,96 @@ def test_gradient_penalty_runs_in_float32_inside_bf16_autocast():
     # the same penalty as outside any autocast context
     ref, _ = gradient_penalty(critic, real, fake, rng=torch.Generator().manual_seed(1))
     assert gp.item() == pytest.approx(ref.item(), rel=1e-6)
+
+
+def test_generator_loss_parts_and_the_seeds_default_scale():
+    """The default AC weight is the seed's 0.1; the parts are exactly adv, ac, ac_acc, total."""
+    torch.manual_seed(0)
+    critic = LinearCritic(torch.randn(SHAPE))
+    fake = torch.rand(6, *SHAPE)
+    with torch.no_grad():
+        s, lg = critic(fake)
+    fy = lg.argmax(1)
+    fy[:2] = (fy[:2] + 1) % 3  # 4 hits and 2 misses, so a wrong comparison shows
+    acc = (lg.argmax(1) == fy).float().mean()
+    loss, parts = generator_loss(critic, fake, fy)
+    torch.testing.assert_close(loss.detach(), -s.mean() + 0.1 * _ce(lg, fy))
+    assert set(parts) == {"adv", "ac", "ac_acc", "total"}
+    torch.testing.assert_close(parts["adv"], -s.mean())
+    torch.testing.assert_close(parts["ac_acc"], acc)
+    torch.testing.assert_close(parts["total"], loss.detach())
+
+
+def test_critic_loss_accumulates_a_bf16_critic_in_float32():
+    """bf16 scores and logits are promoted before the means and the CE (bf16 -> fp32)."""
+    torch.manual_seed(0)
+    critic = LinearCritic(torch.randn(SHAPE)).to(torch.bfloat16)
+    real, fake = torch.rand(4, *SHAPE).bfloat16(), torch.rand(4, *SHAPE).bfloat16()
+    loss, parts = critic_loss(critic, real, torch.tensor([0, 1, 2, 1]), fake, gp_weight=0.0)
+    assert loss.dtype == torch.float32
+    for name in ("wasserstein", "ac_real", "ac_fake", "total"):
+        assert parts[name].dtype == torch.float32, name
+
+
+def test_critic_loss_passes_per_pixel_alpha_to_the_gp_and_reports_every_part():
+    torch.manual_seed(0)
+    critic = QuadraticCritic(torch.randn(SHAPE))
+    real, fake = torch.rand(4, *SHAPE), torch.rand(4, *SHAPE)
+    y, fy = torch.tensor([0, 1, 0, 1]), torch.tensor([1, 1, 0, 0])
+    gps = {}
+    for per_pixel in (False, True):
+        _, parts = critic_loss(critic, real, y, fake, fake_y=fy, per_pixel_alpha=per_pixel,
+                               rng=torch.Generator().manual_seed(7))  # fmt: skip
+        gp, _ = gradient_penalty(critic, real, fake, per_pixel_alpha=per_pixel,
+                                 rng=torch.Generator().manual_seed(7))  # fmt: skip
+        torch.testing.assert_close(parts["gp"], gp.detach())
+        gps[per_pixel] = parts["gp"]
+    assert not torch.allclose(gps[False], gps[True])
+    assert set(parts) == {"wasserstein", "gp", "ac_real", "ac_fake", "ac_acc_real",
+                          "ac_acc_fake", "total"}  # fmt: skip
+    # QuadraticCritic's logits are all zero: argmax is class 0 everywhere
+    torch.testing.assert_close(parts["ac_acc_fake"], (fy == 0).float().mean())
+
+
+def test_bf16_gp_and_dequantize_keep_their_dtypes():
+    """The GP's norm is taken in float32 for a bf16 critic; dequantized bf16 images stay bf16
+    (the noise is drawn in float32 and cast to the images' dtype)."""
+    torch.manual_seed(0)
+    critic = LinearCritic(torch.randn(SHAPE)).to(torch.bfloat16)
+    real, fake = torch.rand(4, *SHAPE).bfloat16(), torch.rand(4, *SHAPE).bfloat16()
+    gp, x_hat = gradient_penalty(critic, real, fake, rng=torch.Generator().manual_seed(0))
+    assert gp.dtype == torch.float32 and x_hat.dtype == torch.bfloat16
+    out = dequantize(real, rng=torch.Generator().manual_seed(0))
+    assert out.dtype == torch.bfloat16
+
+
+def test_losses_allocate_on_the_inputs_device():
+    """With another default device (meta, standing in for a GPU run's mismatch), the noise, the
+    GP and the zero GP are still made on the inputs' device, with the same values."""
+    torch.manual_seed(0)
+    critic = LinearCritic(torch.randn(SHAPE))
+    real, fake, y = torch.rand(4, *SHAPE), torch.rand(4, *SHAPE), torch.tensor([0, 1, 2, 1])
+
+    def run(rng):
+        gp, _ = gradient_penalty(critic, real, fake, rng=torch.Generator().manual_seed(rng))
+        _, parts = critic_loss(critic, real, y, fake, gp_weight=0.0)
+        return gp, parts["gp"], dequantize(real, rng=torch.Generator().manual_seed(rng))
+
+    expect = run(3)
+    with torch.device("meta"):
+        got = run(3)
+    for a, b in zip(got, expect, strict=True):
+        assert a.device.type == "cpu"
+        torch.testing.assert_close(a, b)
+
+
+def test_fakes_of_another_dtype_are_cast_to_the_reals():
+    """A generator in float64 next to a float32 critic: the fakes join in the reals' dtype."""
+    torch.manual_seed(0)
+    critic = LinearCritic(torch.randn(SHAPE))
+    real, fake = torch.rand(4, *SHAPE), torch.rand(4, *SHAPE).double()
+    gp, x_hat = gradient_penalty(critic, real, fake, rng=torch.Generator().manual_seed(0))
+    assert x_hat.dtype == torch.float32 and gp.dtype == torch.float32
+    loss, _ = critic_loss(critic, real, torch.tensor([0, 1, 2, 1]), fake)
+    ref, _ = critic_loss(critic, real, torch.tensor([0, 1, 2, 1]), fake.float())
+    torch.testing.assert_close(loss, ref)

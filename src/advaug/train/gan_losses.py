@@ -78,8 +78,13 @@ def gradient_penalty(
     # The penalty is a difference of a gradient norm from 1, and its double backward multiplies
     # small second derivatives: bf16 (8 bits of mantissa) rounds them away. So the critic's
     # forward on the interpolates, the gradient and its double backward run in float32 (float64
-    # stays) even when the caller is inside a bf16 autocast region.
-    dtype = torch.promote_types(interpolates.dtype, torch.float32)
+    # stays) even when the caller is inside a bf16 autocast region. A critic whose weights are
+    # themselves bf16 runs in bf16 (its weights cannot take float32 inputs); the norm is still
+    # taken in float32 (``_penalty``).
+    weight = next(critic.parameters(), None)
+    dtype = torch.promote_types(
+        interpolates.dtype, torch.float32 if weight is None else weight.dtype
+    )
     with torch.autocast(interpolates.device.type, enabled=False):
         x_hat = interpolates.to(dtype).detach().requires_grad_(True)
         score, _ = critic(x_hat)

@@ -1,0 +1,54 @@
+"""The `make mutation` harness (tools/mutation.py): its module table points at real files, and
+the committed report (docs/mutation.json) covers only modules of that table."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def harness():
+    spec = importlib.util.spec_from_file_location("mutation_harness", ROOT / "tools/mutation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_module_and_its_tests_exist(harness) -> None:
+    for name, (source, tests) in harness.MODULES.items():
+        assert (ROOT / "src/advaug" / source).is_file(), name
+        assert tests and all((ROOT / t).is_file() for t in tests), name
+
+
+def test_scratch_copy_scopes_mutmut_to_one_module(harness, tmp_path) -> None:
+    where = harness._scratch("pgd", tmp_path)
+    config = (where / "pyproject.toml").read_text()
+    assert 'only_mutate = ["src/advaug/attacks/pgd.py"]' in config
+    assert 'pytest_add_cli_args_test_selection = ["tests/attacks/test_pgd.py"]' in config
+    assert "--hypothesis-profile=mutation" in config
+    assert (where / "src/advaug/attacks/pgd.py").read_text() == (
+        ROOT / "src/advaug/attacks/pgd.py"
+    ).read_text()
+
+
+def test_unknown_module_is_a_one_line_error(harness, capsys) -> None:
+    with pytest.raises(SystemExit):
+        harness.main(["--modules", "nope"])
+    assert "unknown module(s) ['nope']" in capsys.readouterr().err
+
+
+def test_committed_report_matches_the_table(harness) -> None:
+    report = json.loads((ROOT / "docs/mutation.json").read_text())
+    assert report["tool"] == "mutmut" and report["version"]
+    assert set(report["modules"]) <= set(harness.MODULES)
+    for name, result in report["modules"].items():
+        assert result["source"] == f"src/advaug/{harness.MODULES[name][0]}"
+        killed = result["counts"].get("killed", 0) + result["counts"].get("timeout", 0)
+        assert len(result["survivors"]) == result["counts"].get("survived", 0), name
+        assert killed + len(result["survivors"]) > 0, name

@@ -285,3 +285,14 @@ def test_no_pool_means_no_pool_section(study_dir: Path):
     table = build_table(study)
     assert to_json(table, study)["pool"] == []
     assert "Pooled" not in to_markdown(table, study) and pool_table(study) == ""
+
+
+def test_only_rates_get_wilson_intervals():
+    """A median step count or a latent-distance percentile carries the n it was taken over,
+    but it is not a share of n items: no interval (a 'steps 1.00 [0.96, 1]' cell is wrong)."""
+    from advaug.report.stats import wilson
+
+    vals = [{"model": "m", "seed": 0, "value": 0.5, "n": 40}]
+    assert Stat.of([dict(v) for v in vals], rate=True).ci == pytest.approx(wilson(20, 40))
+    plain = Stat.of([dict(v) for v in vals])
+    assert plain.ci is None and "ci" not in plain.values[0]

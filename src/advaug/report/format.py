@@ -24,6 +24,16 @@ _LABELS = {
     "uae_legit_clean": "Legitimate, clean G(z⁰)",
     "uae_steps_p50": "UAE steps (median)",
     "transfer_uae_acc": "Transferred-UAE acc.",
+    "uae_ac_agree_clean": "AC head = source, clean G(z⁰)",
+    "uae_ac_agree_success": "AC head = source, successes",
+    **{
+        f"uae_dz_{kind}_p{q}": f"|z − z⁰| {kind} (p{q})"
+        for kind in ("rms", "max")
+        for q in (50, 90, 99)
+    },
+    "uae_targeted_success_mean": "Targeted UAE success (mean over pairs)",
+    "uae_targeted_success_min": "Targeted UAE success (worst pair)",
+    "uae_targeted_success_max": "Targeted UAE success (best pair)",
     "fid": "FID",
     "intra_fid": "Intra-class FID",
     "kid": "KID",

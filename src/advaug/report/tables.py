@@ -49,14 +49,19 @@ class Stat:
     ci: tuple[float, float] | None = None
 
     @classmethod
-    def of(cls, values: list[dict[str, Any]], protocol: str | None = None) -> Stat:
+    def of(
+        cls, values: list[dict[str, Any]], protocol: str | None = None, rate: bool = False
+    ) -> Stat:
+        """Mean and std over the values; for a ``rate`` (a share of ``n`` items: an accuracy,
+        a success rate), each value's and the pooled share's Wilson interval. Other numbers
+        that carry an ``n`` (a median of steps, a latent distance percentile) get none."""
         xs = [v["value"] for v in values if v["value"] is not None]
         mean = statistics.fmean(xs) if xs else None
         std = statistics.stdev(xs) if len(xs) >= 2 else None
         items, ci = None, None
         known = [v for v in values if v["value"] is not None]
         for v in known:
-            if "n" in v:
+            if rate and "n" in v:
                 v["ci"] = rate_interval(v["value"], v["n"])
         if known and all(v.get("ci") is not None for v in known):
             items = sum(int(v["n"]) for v in known)
@@ -147,7 +152,7 @@ def build_table(study: StudyData) -> ResultsTable:
                     protocols[k].setdefault(str(p), []).append(m.name)
                     protos.append(str(p))
             proto = " | ".join(dict.fromkeys(protos)) or None
-            cells[t][k] = Stat.of(vals, proto)
+            cells[t][k] = Stat.of(vals, proto, rate=is_percent(k))
         costs = [(m, m.cost()) for m in runs]
         spe[t] = Stat.of(
             [{"model": m.name, "seed": m.seed, "value": c["seconds_per_epoch"]} for m, c in costs]

@@ -79,3 +79,10 @@ def test_number_formats():
     assert fmt_stat("x", None, 1.0) == DASH
     assert row_ref([None, -3.0, 2.0]) == 3.0
     assert row_ref([None]) is None
+
+
+def test_no_label_breaks_a_markdown_table():
+    """Labels go into markdown table headers: a '|' in one would split its column."""
+    from advaug.report.format import _LABELS
+
+    assert not [k for k, v in _LABELS.items() if "|" in v]

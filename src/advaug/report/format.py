@@ -27,8 +27,8 @@ _LABELS = {
     "uae_ac_agree_clean": "AC head = source, clean G(z⁰)",
     "uae_ac_agree_success": "AC head = source, successes",
     **{
-        f"uae_dz_{kind}_p{q}": f"|z − z⁰| {kind} (p{q})"
-        for kind in ("rms", "max")
+        f"uae_dz_{kind}_p{q}": f"Latent Δz {name} (p{q})"  # no '|': it splits markdown cells
+        for kind, name in (("rms", "RMS"), ("max", "max"))
         for q in (50, 90, 99)
     },
     "uae_targeted_success_mean": "Targeted UAE success (mean over pairs)",

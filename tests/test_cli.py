@@ -121,7 +121,8 @@ def test_attack_unrestricted_writes_dataset_grid_and_summary(capsys, trained):
         str(trained / "atk"),
     )
     assert code == 0, err
-    assert "success over 20 sources" in out and "protocol:" in out
+    assert "attack success (codes f classified correctly at z⁰):" in out
+    assert "success over all 20 codes" in out and "protocol:" in out
     summary = json.loads((trained / "atk" / "summary.json").read_text())
     assert summary["n"] == 20 and 0 <= summary["success_rate"] <= 1
     assert "legitimacy" in summary

@@ -42,11 +42,14 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     ),
     "gan_losses": ("train/gan_losses.py", ["tests/train/test_gan_losses.py"]),
     "safe_pickle": ("data/safe_pickle.py", ["tests/data/test_safe_pickle.py"]),
+    # checkpoint and loop: the unit tests that mirror them, and the fast part of reliability/
+    # (retention, full disks); the tests that train whole runs and resume them cost seconds
+    # per mutant and are left to `make test`
     "checkpoint": (
         "runtime/checkpoint.py",
-        ["tests/reliability/test_checkpoint_integrity.py", "tests/train/test_classifier.py"],
+        ["tests/runtime/test_checkpoint.py", "tests/reliability/test_resources.py"],
     ),
-    "loop": ("train/loop.py", ["tests/train/test_classifier.py"]),
+    "loop": ("train/loop.py", ["tests/train/test_loop.py"]),
     "loader": ("data/loader.py", ["tests/data/test_loader.py"]),
     "stats": ("report/stats.py", ["tests/report/test_stats.py"]),
     "tables": ("report/tables.py", ["tests/report/test_tables.py"]),

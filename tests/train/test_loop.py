@@ -129,6 +129,8 @@ def test_checkpoint_clock_by_steps_and_by_minutes(monkeypatch):
     monkeypatch.setattr(loop.time, "monotonic", lambda: now[0])
     by_steps = CheckpointClock(every_min=10.0, every_steps=3)
     assert [s for s in range(1, 10) if by_steps.due(s)] == [3, 6, 9]
+    every = CheckpointClock(every_min=10.0, every_steps=1)
+    assert all(every.due(s) for s in range(1, 5))
     never = CheckpointClock(every_min=10.0)  # every_steps defaults to 0: never by steps
     assert not any(never.due(s) for s in range(1, 10))
     now[0] = 1000.0 + 600.0

@@ -52,3 +52,23 @@ def test_committed_report_matches_the_table(harness) -> None:
         killed = result["counts"].get("killed", 0) + result["counts"].get("timeout", 0)
         assert len(result["survivors"]) == result["counts"].get("survived", 0), name
         assert killed + len(result["survivors"]) > 0, name
+
+
+def test_functions_scope_the_score_and_the_survivors(harness, tmp_path, monkeypatch) -> None:
+    """--functions: only the selected functions' mutants count; the report says which."""
+    meta = tmp_path / "mutants/src/advaug/report/stats.py.meta"
+    meta.parent.mkdir(parents=True)
+    key = "advaug.report.stats.x_{}__mutmut_{}".format
+    codes = {key("wilson", 1): 1, key("wilson", 2): 0, key("unpack_outcomes", 1): 0,
+             key("unpack_outcomes", 2): None}  # fmt: skip
+    meta.write_text(json.dumps({"exit_code_by_key": codes}))
+    monkeypatch.setattr(
+        harness, "_mutmut", lambda where, *args: type("R", (), {"stdout": args[-1]})
+    )
+    scoped = harness._collect("stats", tmp_path, ["*x_wilson__*"])
+    assert scoped["counts"] == {"killed": 1, "survived": 1} and scoped["score"] == 50.0
+    assert [s["mutant"] for s in scoped["survivors"]] == [key("wilson", 2)]
+    assert scoped["functions"] == ["*x_wilson__*"]
+    whole = harness._collect("stats", tmp_path)
+    assert whole["counts"] == {"killed": 1, "not checked": 1, "survived": 2}
+    assert whole["score"] == 33.3 and "functions" not in whole

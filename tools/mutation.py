@@ -10,6 +10,8 @@ merged into ``docs/mutation.json`` (score per module, and every surviving mutant
     python tools/mutation.py                     # every module, most critical first
     python tools/mutation.py --modules pgd,fgsm  # some of them
     python tools/mutation.py --list              # the module table
+    python tools/mutation.py --modules loop --functions '*resume*,*loader_position*'
+                                                 # only the mutants of some functions
 
 Runs resume: mutmut keeps its verdicts in the scratch copy and re-tests only functions whose
 source or tests changed. Hypothesis runs under the ``mutation`` profile (tests/conftest.py):
@@ -19,6 +21,7 @@ few, derandomised examples, so a report is reproducible and a mutant costs secon
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import shutil
@@ -39,12 +42,16 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     ),
     "gan_losses": ("train/gan_losses.py", ["tests/train/test_gan_losses.py"]),
     "safe_pickle": ("data/safe_pickle.py", ["tests/data/test_safe_pickle.py"]),
+    # checkpoint and loop: the unit tests that mirror them, and the fast part of reliability/
+    # (retention, full disks); the tests that train whole runs and resume them cost seconds
+    # per mutant and are left to `make test`
     "checkpoint": (
         "runtime/checkpoint.py",
-        ["tests/reliability/test_checkpoint_integrity.py", "tests/train/test_classifier.py"],
+        ["tests/runtime/test_checkpoint.py", "tests/reliability/test_resources.py"],
     ),
-    "loop": ("train/loop.py", ["tests/train/test_classifier.py"]),
+    "loop": ("train/loop.py", ["tests/train/test_loop.py"]),
     "loader": ("data/loader.py", ["tests/data/test_loader.py"]),
+    "stats": ("report/stats.py", ["tests/report/test_stats.py"]),
     "tables": ("report/tables.py", ["tests/report/test_tables.py"]),
     "config": ("config.py", ["tests/test_config.py"]),
     "augment_fgsm": ("augment/fgsm.py", ["tests/augment/test_base.py"]),
@@ -123,10 +130,17 @@ def _verdicts(name: str, where: Path) -> dict[str, int | None]:
     return json.loads(meta.read_text())["exit_code_by_key"]
 
 
-def _collect(name: str, where: Path) -> dict:
-    """Counts, score and survivors (with their diffs) of one module's finished run."""
+def _in_scope(key: str, functions: list[str]) -> bool:
+    """Whether mutant ``key`` belongs to the selected functions (all of them when none)."""
+    return not functions or any(fnmatch.fnmatch(key, pattern) for pattern in functions)
+
+
+def _collect(name: str, where: Path, functions: list[str] | None = None) -> dict:
+    """Counts, score and survivors (with their diffs) of one module's finished run, limited to
+    the mutants of ``functions`` (mutmut name patterns) when given."""
     source, tests = MODULES[name]
-    codes = _verdicts(name, where)
+    functions = functions or []
+    codes = {k: c for k, c in _verdicts(name, where).items() if _in_scope(k, functions)}
     counts: dict[str, int] = {}
     for code in codes.values():
         status = STATUS.get(code, "suspicious")
@@ -134,7 +148,7 @@ def _collect(name: str, where: Path) -> dict:
     survivors = sorted(k for k, c in codes.items() if STATUS.get(c, "suspicious") == "survived")
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
     tested = killed + counts.get("survived", 0) + counts.get("no tests", 0)
-    return {
+    result = {
         "source": f"src/advaug/{source}",
         "tests": tests,
         "counts": dict(sorted(counts.items())),
@@ -143,6 +157,9 @@ def _collect(name: str, where: Path) -> dict:
             {"mutant": k, "diff": _mutmut(where, "show", k).stdout.strip()} for k in survivors
         ],
     }
+    if functions:
+        result["functions"] = functions
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,12 +168,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / ".mutation")
     parser.add_argument("--report", type=Path, default=ROOT / "docs/mutation.json")
     parser.add_argument("--list", action="store_true", help="print the module table and stop")
+    parser.add_argument(
+        "--functions",
+        default="",
+        help="comma-separated mutmut name patterns (fnmatch), e.g. '*resume*': run and score "
+        "only those functions' mutants (for a module too slow to run whole)",
+    )
     args = parser.parse_args(argv)
     if args.list:
         for name, (source, tests) in MODULES.items():
             print(f"{name:22} src/advaug/{source:26} {' '.join(tests)}")
         return 0
     names = [n.strip() for n in args.modules.split(",") if n.strip()] or list(MODULES)
+    functions = [f.strip() for f in args.functions.split(",") if f.strip()]
     unknown = sorted(set(names) - set(MODULES))
     if unknown:
         parser.error(f"unknown module(s) {unknown}; choose from {sorted(MODULES)}")
@@ -169,16 +193,20 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         where = _scratch(name, args.work)
         print(f"[mutation] {name}: mutmut run in {where}", flush=True)
-        run = _mutmut(where, "run", "--max-children", "1")
+        run = _mutmut(where, "run", "--max-children", "1", *functions)
         # mutmut keeps earlier verdicts: survivors and untested mutants are re-run by name
         # against the current tests (which may kill them now)
-        survivors = [k for k, code in _verdicts(name, where).items() if code in (0, 5, 33)]
+        survivors = [
+            k
+            for k, code in _verdicts(name, where).items()
+            if code in (0, 5, 33) and _in_scope(k, functions)
+        ]
         if run.returncode == 0 and survivors:
             run = _mutmut(where, "run", "--max-children", "1", *survivors)
         if run.returncode != 0:
             print(run.stdout[-3000:], run.stderr[-3000:], sep="\n", file=sys.stderr)
             return run.returncode
-        result = _collect(name, where)
+        result = _collect(name, where, functions)
         report["modules"][name] = result
         args.report.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
         print(f"[mutation] {name}: score {result['score']} % {result['counts']}", flush=True)

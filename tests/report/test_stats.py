@@ -111,3 +111,73 @@ def test_paired_difference_needs_common_seeds_and_the_same_items():
     a = {0: np.ones(5, bool)}
     assert paired_difference(a, {1: np.ones(5, bool)}) is None
     assert paired_difference(a, {0: np.ones(6, bool)}) is None
+
+
+def test_rate_interval_at_the_edges_of_a_share_and_a_count():
+    """p = 0 and p = 1 are shares, one item is a count, a float count is a count; a count
+    below one, a negative or a text count is not."""
+    assert rate_interval(1.0, 1) == wilson(1, 1) and rate_interval(0.0, 5) == wilson(0, 5)
+    assert rate_interval(0.8, 10.0) == wilson(8, 10)
+    assert rate_interval(0.25, 4) == wilson(1, 4)  # k = round(p·n)
+    assert rate_interval(0.5, 0) is None and rate_interval(0.5, 0.5) is None
+    assert rate_interval(-0.1, 10) is None and rate_interval(1.1, 10) is None
+    assert rate_interval(0.5, "10") is None
+
+
+def test_wilson_of_one_trial_and_another_confidence():
+    lo, hi = wilson(1, 1)
+    assert hi == pytest.approx(1.0) and lo == pytest.approx(1 / (1 + 1.959963984540054**2))
+    wide, narrow = wilson(8, 10, 0.99), wilson(8, 10)
+    assert wide[0] < narrow[0] and wide[1] > narrow[1]
+
+
+def test_unpack_outcomes_at_the_edges():
+    """No items is an empty array (not a failure); a whole byte of items is enough bits; a
+    bool or missing count, bytes instead of text, and a short bit string are malformed."""
+    assert unpack_outcomes({"n": 0, "bits": ""}).tolist() == []
+    eight = pack_outcomes(torch.tensor([True, False] * 4))
+    assert unpack_outcomes(eight).tolist() == [True, False] * 4
+    assert unpack_outcomes({"n": True, "bits": eight["bits"]}) is None
+    assert unpack_outcomes({"n": -1, "bits": eight["bits"]}) is None
+    assert unpack_outcomes({"bits": eight["bits"]}) is None
+    assert unpack_outcomes({"n": 8, "bits": eight["bits"].encode()}) is None
+    assert unpack_outcomes({"n": 8}) is None
+    # a damaged string is malformed, not read by skipping what is not base64 ("AQ==" is [1])
+    assert unpack_outcomes({"n": 1, "bits": "AQ=="}).tolist() == [True]
+    assert unpack_outcomes({"n": 1, "bits": "A!Q=="}) is None
+    assert unpack_outcomes(eight).dtype == bool
+
+
+def test_paired_difference_defaults_are_the_documented_ones():
+    """2,000 replicates, a 95 % interval and the fixed seed 0: the report is reproducible."""
+    t = {s: _outcomes(0.6, 200, s) for s in range(3)}
+    b = {s: _outcomes(0.5, 200, 10 + s) for s in range(3)}
+    d = paired_difference(t, b)
+    assert d == paired_difference(t, b, replicates=2000, confidence=0.95, seed=0)
+    assert d == paired_difference(t, b)  # the same numbers every time
+    assert d != paired_difference(t, b, seed=1)
+    assert d.to_json() == {"diff": d.diff, "low": d.low, "high": d.high, "seeds": 3,
+                           "items": 200}  # fmt: skip
+
+
+def test_paired_difference_interval_is_the_bootstraps_central_95_percent():
+    """One seed, 400 items whose difference is 1 on half of them: the item bootstrap of the
+    mean is Binomial(400, 1/2)/400, whose central 95 % is 0.5 ± 1.96·0.025 (normal
+    approximation; 2,000 replicates put each end within about 0.003 of it)."""
+    t = {0: np.arange(400) % 2 == 0}
+    b = {0: np.zeros(400, bool)}
+    d = paired_difference(t, b)
+    assert d.diff == 0.5
+    assert d.low == pytest.approx(0.5 - 1.96 * 0.025, abs=0.003)
+    assert d.high == pytest.approx(0.5 + 1.96 * 0.025, abs=0.003)
+    d90 = paired_difference(t, b, confidence=0.90)
+    assert d90.low == pytest.approx(0.5 - 1.645 * 0.025, abs=0.003)
+
+
+def test_paired_difference_needs_items_of_one_length_in_every_seed():
+    one = {0: np.ones(5, bool), 1: np.ones(6, bool)}
+    assert paired_difference(one, {0: np.ones(5, bool), 1: np.ones(6, bool)}) is None
+    assert paired_difference({0: np.ones(0, bool)}, {0: np.ones(0, bool)}) is None
+    # one seed of the technique scored on more items than the baseline's
+    longer = {0: np.ones(5, bool), 1: np.ones(6, bool)}
+    assert paired_difference(longer, {0: np.ones(5, bool), 1: np.ones(5, bool)}) is None

@@ -359,3 +359,35 @@ def test_fakes_of_another_dtype_are_cast_to_the_reals():
     loss, _ = critic_loss(critic, real, torch.tensor([0, 1, 2, 1]), fake)
     ref, _ = critic_loss(critic, real, torch.tensor([0, 1, 2, 1]), fake.float())
     torch.testing.assert_close(loss, ref)
+
+
+class FixedCritic(nn.Module):
+    """A critic without parameters: score = Σ w·x² with a fixed buffer w (float32)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("w", torch.linspace(-1.0, 1.0, math.prod(SHAPE)))
+        self.dtypes: list[torch.dtype] = []
+
+    def forward(self, x):
+        self.dtypes.append(x.dtype)
+        return (self.w * x.flatten(1).float().square()).sum(1), torch.zeros(x.shape[0], 2)
+
+
+def test_gp_of_a_critic_without_parameters_runs_in_float32():
+    """No weight to follow: the interpolates go in as float32 (bf16 images are promoted)."""
+    critic = FixedCritic()
+    real, fake = torch.rand(4, *SHAPE), torch.rand(4, *SHAPE)
+    gp, x_hat = gradient_penalty(critic, real.bfloat16(), fake.bfloat16())
+    assert critic.dtypes == [torch.float32] and x_hat.dtype == torch.float32
+    assert torch.isfinite(gp) and gp.dtype == torch.float32
+
+
+def test_gp_promotes_bf16_images_to_a_float32_critics_weights():
+    """Outside autocast, bf16 images meet a float32 critic: its forward takes float32 inputs."""
+    critic = DtypeCritic()
+    real, fake = torch.rand(4, *SHAPE).bfloat16(), torch.rand(4, *SHAPE).bfloat16()
+    gp, x_hat = gradient_penalty(critic, real, fake, rng=torch.Generator().manual_seed(1))
+    assert critic.dtypes == [torch.float32] and x_hat.dtype == torch.float32
+    gp.backward()
+    assert critic.lin.weight.grad.dtype == torch.float32

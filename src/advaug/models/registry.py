@@ -149,8 +149,7 @@ class Registry:
         """Build variant ``name``: one module per factory, each with ``arch_kwargs`` recorded.
 
         ``overrides`` replace the variant's defaults and go to every factory that takes them;
-        ``arch_kwargs`` holds each factory's full arguments (defaults included) as plain data,
-        unless the module sets its own ``arch_kwargs`` (enough to rebuild it), which is kept.
+        ``arch_kwargs`` holds each factory's full arguments (defaults included) as plain data.
         Every usage error (unknown name or option, bad value) is a one-line ConfigError.
         """
         entry = self._entries.get(name)
@@ -182,10 +181,7 @@ class Registry:
                     f"{self.kind} {name!r} cannot be built with {shown or 'its defaults'} "
                     f"({' '.join(str(e).split())}); fix the {self.kind} options"
                 ) from e
-            # a model that keeps its own record (the GAN's, which leaves out options at their
-            # backward-compatible defaults) is the authority; others record every argument
-            own = getattr(module, "arch_kwargs", None)
-            module.arch_kwargs = _plain(own if isinstance(own, dict) else kwargs)
+            module.arch_kwargs = _plain(kwargs)
             modules.append(module)
         return tuple(modules)
 

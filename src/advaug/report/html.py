@@ -33,6 +33,7 @@ from advaug.report.tables import (
     diff_text,
     header,
     interval_text,
+    pool_cells,
     pool_summary,
 )
 
@@ -320,22 +321,15 @@ def pool_table(study: StudyData) -> str:
     rows = pool_summary(study)
     if not rows:
         return ""
-
-    def f(v: Any, fmt: str) -> str:
-        return DASH if v is None else format(v, fmt)
-
     out = [
         "<tr><th>Model</th><th class='num'>Draws</th><th class='num'>Still adversarial</th>"
         "<th class='num'>Age mean (steps)</th><th class='num'>Age max</th>"
         "<th class='num'>Reuse mean</th></tr>"
     ]
     for r in rows:
-        still = DASH if r["still_adversarial"] is None else f"{100 * r['still_adversarial']:.1f}%"
+        model, *nums = (escape(c) for c in pool_cells(r))
         out.append(
-            f"<tr><td>{escape(r['model'])}</td><td class='num'>{r['draws']}</td>"
-            f"<td class='num'>{still}</td><td class='num'>{f(r['age_mean'], '.1f')}</td>"
-            f"<td class='num'>{f(r['age_max'], '.0f')}</td>"
-            f"<td class='num'>{f(r['reuse_mean'], '.2f')}</td></tr>"
+            f"<tr><td>{model}</td>" + "".join(f"<td class='num'>{c}</td>" for c in nums) + "</tr>"
         )
     return (
         "<h3>Pooled unrestricted augmentation</h3>"

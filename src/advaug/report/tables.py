@@ -251,14 +251,28 @@ def pool_summary(study: StudyData) -> list[dict[str, Any]]:
     return out
 
 
-def pool_markdown(rows: list[dict[str, Any]]) -> list[str]:
-    """The pool summary as a markdown section (nothing when no model used a pool)."""
-    if not rows:
-        return []
+def pool_cells(row: dict[str, Any]) -> list[str]:
+    """One :func:`pool_summary` row as table cells: model, draws, still adversarial, age mean,
+    age max, reuse mean."""
 
     def f(v: Any, fmt: str) -> str:
         return DASH if v is None else format(v, fmt)
 
+    still = row["still_adversarial"]
+    return [
+        str(row["model"]),
+        str(row["draws"]),
+        DASH if still is None else f"{100 * still:.1f}%",
+        f(row["age_mean"], ".1f"),
+        f(row["age_max"], ".0f"),
+        f(row["reuse_mean"], ".2f"),
+    ]
+
+
+def pool_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The pool summary as a markdown section (nothing when no model used a pool)."""
+    if not rows:
+        return []
     lines = [
         "",
         "## Pooled unrestricted augmentation",
@@ -266,12 +280,7 @@ def pool_markdown(rows: list[dict[str, Any]]) -> list[str]:
         "| Model | Draws | Still adversarial | Age mean (steps) | Age max | Reuse mean |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        still = DASH if r["still_adversarial"] is None else f"{100 * r['still_adversarial']:.1f}%"
-        lines.append(
-            f"| {r['model']} | {r['draws']} | {still} | {f(r['age_mean'], '.1f')} | "
-            f"{f(r['age_max'], '.0f')} | {f(r['reuse_mean'], '.2f')} |"
-        )
+    lines += ["| " + " | ".join(pool_cells(r)) + " |" for r in rows]
     lines += ["", f"Protocol: {POOL_PROTOCOL}."]
     return lines
 

@@ -56,6 +56,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "config": ("config.py", ["tests/test_config.py"]),
     "augment_fgsm": ("augment/fgsm.py", ["tests/augment/test_base.py"]),
     "augment_gan": ("augment/gan.py", ["tests/augment/test_base.py"]),
+    "augment_pgd": ("augment/pgd.py", ["tests/augment/test_pgd.py"]),
     "augment_unrestricted": (
         "augment/unrestricted.py",
         ["tests/augment/test_unrestricted_aug.py"],

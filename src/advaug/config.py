@@ -65,9 +65,17 @@ class DataConfig:
     # official file name -> md5 that pins a copy (checked even with verify=false); CIFAR only,
     # e.g. data.checksums.train=0123...: the error for a non-official copy names the line to add
     checksums: dict[str, str] = field(default_factory=dict)
+    # a study's second choice: the dataset it runs on instead when this one's files are absent
+    # and cannot be downloaded (the demo: MNIST, else the embedded digits); the report says so
+    fallback: str | None = None
 
     def validate(self, key: str) -> None:
         _check(self.root is None or self.root.strip() != "", f"{key}.root", "is empty; give a path")
+        _check(
+            self.fallback is None or self.fallback != self.name,
+            f"{key}.fallback",
+            f"is the dataset itself ({self.name}); name another one, or remove it",
+        )
         for name in ("val_size", "train_limit", "test_limit", "crop_pad"):
             _check(getattr(self, name) >= 0, f"{key}.{name}", "must be >= 0")
 

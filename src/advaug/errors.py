@@ -24,6 +24,10 @@ class DataError(AdvaugError):
     """A dataset file or folder is missing, malformed or unsafe."""
 
 
+class DataMissingError(DataError):
+    """A dataset's files are not where they were looked for (not: present but damaged)."""
+
+
 class UnsafePickleError(DataError):
     """A pickle asked for a global that the restricted unpickler does not allow."""
 

@@ -36,7 +36,7 @@ from advaug.config import (
     dump_yaml,
     to_dict,
 )
-from advaug.data.datasets import dataset_info
+from advaug.data.datasets import Fallback, dataset_info, resolve_fallback
 from advaug.data.splits import Splits, load_splits
 from advaug.errors import AdvaugError, ConfigError
 from advaug.evaluate.accuracy import predict
@@ -220,6 +220,7 @@ def plan_study(
     """The study's stages and what each has left to do; with ``estimate``, their cost on this
     machine, timed here (``startup_s``: what starting the process took, if the caller knows)."""
     out = Path(out)
+    cfg, _ = resolve_study_data(cfg)
     plan = Plan(cfg, out)
     gan_dir = out / "gan"
     needs_gan = any(t in ("gan", "unrestricted") for t in cfg.techniques) or bool(
@@ -587,10 +588,24 @@ def run_study(
             f"cannot create study folder {out} ({e.strerror}); choose another --out"
         ) from e
     with FolderLock(out, "study"), log_to_file(out / "log.txt"):
-        return _run(cfg, out, launch, runner)
+        cfg, fallback = resolve_study_data(cfg)
+        return _run(cfg, out, launch, runner, fallback)
 
 
-def _run(cfg: StudyConfig, out: Path, launch: LaunchConfig | None = None, runner=run_stage):
+def resolve_study_data(cfg: StudyConfig) -> tuple[StudyConfig, Fallback | None]:
+    """``cfg`` on the dataset it will run on: its own, or ``data.fallback`` where its files are
+    absent (:func:`advaug.data.datasets.resolve_fallback`)."""
+    data, fallback = resolve_fallback(cfg.data)
+    return (cfg if data is cfg.data else dataclasses.replace(cfg, data=data)), fallback
+
+
+def _run(
+    cfg: StudyConfig,
+    out: Path,
+    launch: LaunchConfig | None = None,
+    runner=run_stage,
+    fallback: Fallback | None = None,
+):
     from advaug.report import write_report
 
     plan = plan_study(cfg, out, estimate=False)
@@ -600,6 +615,8 @@ def _run(cfg: StudyConfig, out: Path, launch: LaunchConfig | None = None, runner
     log.info("study %s in %s: %s", cfg.name, out, splits.describe())
     _check_stages(plan, splits)
     info = _study_info(cfg, splits)
+    if fallback is not None:
+        info["data_fallback"] = dataclasses.asdict(fallback)
     _write_info(out, info)
     _set_aside_if_gan_changes(plan)
     training = [s for s in plan.stages if s.kind in ("gan", "reference", "classifier")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from advaug.errors import ConfigError
 from advaug.train.shapes import classifier_shape_kwargs, gan_shape_kwargs
@@ -22,6 +23,26 @@ def test_classifier_options_follow_the_images():
     assert classifier_shape_kwargs("tiny-cnn", (1, 28, 28), "mine", {}) == {"in_channels": 1}
     with pytest.raises(ConfigError, match="in_channels is set by the dataset"):
         classifier_shape_kwargs("tiny-cnn", (1, 28, 28), "mnist", {"in_channels": 3})
+
+
+def test_models_with_a_fixed_input_side_get_the_datas():
+    """LeNet-5 and Madry et al.'s CNN size their first FC layer from the side: MNIST's 28, or
+    the embedded digits' 32 (the demo's fallback)."""
+    from advaug.models import build_model
+
+    assert classifier_shape_kwargs("lenet5-bn", (3, 32, 32), "digits", {}) == {
+        "in_channels": 3,
+        "image_size": 32,
+    }
+    assert classifier_shape_kwargs("madry-mnist", (1, 28, 28), "mnist", {}) == {
+        "in_channels": 1,
+        "image_size": 28,
+        "normalize": "mnist",
+    }
+    net = build_model("lenet5-bn", 10, **classifier_shape_kwargs("lenet5-bn", (3, 32, 32), "d", {}))
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ConfigError, match="image_size is set by the dataset"):
+        classifier_shape_kwargs("lenet5-bn", (1, 28, 28), "mnist", {"image_size": 32})
 
 
 def test_gan_options_follow_the_images():

@@ -47,7 +47,7 @@ from advaug.data.fetch import (
 )
 from advaug.data.safe_pickle import safe_loads
 from advaug.data.types import ImageData
-from advaug.errors import ConfigError, DataError, DownloadError
+from advaug.errors import ConfigError, DataError, DataMissingError, DownloadError
 from advaug.log import get_logger
 
 log = get_logger(__name__)
@@ -172,7 +172,7 @@ def load_cifar(
     source = _find_source(spec, root)
     if source is None:
         if not download:
-            raise DataError(
+            raise DataMissingError(
                 f"{spec.title} not found under {root.resolve()}: place the extracted folder at "
                 f"{(root / spec.folder).resolve()} or the archive at "
                 f"{(root / spec.archive).resolve()} (from {spec.url}), or add data.download=true "

@@ -7,16 +7,21 @@ The shared types (:class:`ImageData`, :class:`Split`) and splitting live in
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from advaug.data.cifar import load_cifar
 from advaug.data.digits import load_digits
 from advaug.data.mnist import load_mnist
 from advaug.data.types import ImageData
-from advaug.errors import ConfigError
+from advaug.errors import ConfigError, DataMissingError, DownloadError
 from advaug.log import get_logger
+
+if TYPE_CHECKING:
+    from advaug.config import DataConfig
 
 log = get_logger(__name__)
 
@@ -106,3 +111,44 @@ def load_dataset(
         checksums=checksums,
         check_sizes=check_sizes,
     )
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """A study that runs on its second-choice dataset: which one it wanted, and why not."""
+
+    wanted: str
+    used: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.used}, the fallback: {self.wanted} was not available ({self.reason})"
+
+
+def resolve_fallback(cfg: DataConfig) -> tuple[DataConfig, Fallback | None]:
+    """``cfg`` with its ``fallback`` decided: the same dataset when its files load (downloaded
+    first where ``cfg.download`` asks), else the fallback dataset, with the reason.
+
+    Only absent files (and a failed download) lead to the fallback. Files that are present but
+    damaged or not the official ones still raise their :class:`DataError`, so that a broken copy
+    is never silently replaced. The returned config has ``fallback=None``, so it names the
+    dataset that the study really runs on (its stage hashes too).
+    """
+    if cfg.fallback is None:
+        return cfg, None
+    fallback = canonical_name(cfg.fallback)
+    try:
+        load_dataset(
+            cfg.name,
+            cfg.root,
+            download=cfg.download,
+            verify=cfg.verify,
+            checksums=cfg.checksums,
+            check_sizes=cfg.check_sizes,
+        )
+    except (DataMissingError, DownloadError) as e:
+        used = dataclasses.replace(cfg, name=fallback, fallback=None, root=None, checksums={})
+        record = Fallback(canonical_name(cfg.name), fallback, str(e))
+        log.warning("running on %s", record.describe())
+        return used, record
+    return dataclasses.replace(cfg, fallback=None), None

@@ -42,7 +42,7 @@ from advaug.data.fetch import (
 )
 from advaug.data.idx import MAGIC_IMAGES, MAGIC_LABELS, read_idx
 from advaug.data.types import ImageData
-from advaug.errors import ConfigError, DataError, DownloadError
+from advaug.errors import ConfigError, DataError, DataMissingError, DownloadError
 from advaug.log import get_logger
 
 log = get_logger(__name__)
@@ -166,7 +166,7 @@ def load_mnist(
         else:
             where = (folder or root / spec.folder).resolve()
             lacking = missing(where, FILES)
-            raise DataError(
+            raise DataMissingError(
                 f"{spec.title} not found: {where} lacks {', '.join(lacking)}; place the official "
                 f"files there (from {spec.base_url}), or add data.download=true "
                 "(download=True from Python)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from advaug.config import DataConfig
-from advaug.data.datasets import load_dataset
+from advaug.data.datasets import load_dataset, resolve_fallback
 from advaug.data.types import Split, class_balanced_subset, train_val_split
 from advaug.errors import ConfigError
 
@@ -31,8 +31,10 @@ def load_splits(cfg: DataConfig, seed: int = 0) -> Splits:
     """Load the dataset, then (seeded, stratified) hold out validation and take subsets.
 
     The validation split is carved from the full training set first, so it does not depend on
-    ``train_limit``; subsets are class-balanced.
+    ``train_limit``; subsets are class-balanced. A ``cfg.fallback`` is honoured (see
+    :func:`advaug.data.datasets.resolve_fallback`; a study resolves it before this, to record it).
     """
+    cfg, _ = resolve_fallback(cfg)
     data = load_dataset(
         cfg.name,
         cfg.root,

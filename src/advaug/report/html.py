@@ -30,6 +30,7 @@ from advaug.report.tables import (
     POOL_PROTOCOL,
     ResultsTable,
     cell_text,
+    dataset_label,
     diff_text,
     header,
     interval_text,
@@ -154,7 +155,7 @@ def _facts(study: StudyData, table: ResultsTable) -> str:
     n_eval = sum(1 for m in study.models if m.eval is not None)
     ref = meta.get("reference") if isinstance(meta.get("reference"), dict) else {}
     rows = [
-        ("Dataset", f"{meta.get('dataset', DASH)} ({meta.get('num_classes', DASH)} classes)"),
+        ("Dataset", f"{dataset_label(meta)}, {meta.get('num_classes', DASH)} classes"),
         ("Preset", str(meta.get("preset", DASH))),
         ("Seeds", ", ".join(str(s) for s in study.seeds) or DASH),
         ("Techniques", ", ".join(table.techniques) or DASH),

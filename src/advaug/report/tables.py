@@ -291,6 +291,7 @@ def to_json(table: ResultsTable, study: StudyData) -> dict[str, Any]:
     return {
         "study": study.name,
         "dataset": meta.get("dataset"),
+        "data_fallback": meta.get("data_fallback"),
         "preset": meta.get("preset"),
         "num_classes": meta.get("num_classes"),
         "seeds": study.seeds,
@@ -419,6 +420,18 @@ def header(k: str) -> str:
     return f"{label(k)} (%)" if is_percent(k) else label(k)
 
 
+def dataset_label(meta: dict[str, Any]) -> str:
+    """The study's dataset, and where it ran on its fallback, what it wanted and why not."""
+    name = str(meta.get("dataset", DASH))
+    fb = meta.get("data_fallback")
+    if not isinstance(fb, dict):
+        return name
+    return (
+        f"{name} (the fallback: {fb.get('wanted', DASH)} was not available: "
+        f"{fb.get('reason', DASH)})"
+    )
+
+
 def to_markdown(table: ResultsTable, study: StudyData) -> str:
     """``results.md``: the table (percentages), the protocol of every column, the models."""
     meta = study.meta
@@ -426,7 +439,7 @@ def to_markdown(table: ResultsTable, study: StudyData) -> str:
     lines = [
         f"# Results: {study.name}",
         "",
-        f"Dataset {meta.get('dataset', DASH)}, preset {meta.get('preset', DASH)}, "
+        f"Dataset {dataset_label(meta)}, preset {meta.get('preset', DASH)}, "
         f"seeds {seeds}. Cells are mean ± std over seeds (sample std, ddof=1; no std with "
         "one seed), then, for rates, the Wilson 95 % interval in brackets; (n=k) marks a cell "
         "with fewer values than models.",
@@ -518,7 +531,7 @@ def table_text(table: ResultsTable, study: StudyData, width: int = 100) -> str:
     seeds = ",".join(str(s) for s in study.seeds) or DASH
     meta = study.meta
     out = [
-        f"{study.name}: {meta.get('dataset', DASH)}, preset {meta.get('preset', DASH)}, "
+        f"{study.name}: {dataset_label(meta)}, preset {meta.get('preset', DASH)}, "
         f"seeds {seeds} (mean ± std over seeds)"
     ]
     for block in blocks:

@@ -19,18 +19,22 @@ from advaug.models.registry import CLASSIFIERS, GANS
 def classifier_shape_kwargs(
     model: str, image_shape: tuple[int, int, int], dataset: str, given: dict[str, Any]
 ) -> dict[str, Any]:
-    """``in_channels`` for classifier ``model`` on images of ``image_shape``, and for
-    one-channel data the dataset's own ``normalize`` statistics (the models' default, CIFAR's
-    3-channel statistics, cannot apply), unless ``given`` (the config's kwargs) sets it."""
-    channels = image_shape[0]
+    """``in_channels`` (and ``image_size``, for a model that takes it) for classifier ``model``
+    on images of ``image_shape``, and for one-channel data the dataset's own ``normalize``
+    statistics (the models' default, CIFAR's 3-channel statistics, cannot apply), unless
+    ``given`` (the config's kwargs) sets it."""
+    channels, side = image_shape[0], image_shape[1]
     options = CLASSIFIERS.options(model)
-    if "in_channels" in given:
-        raise ConfigError(
-            "classifier.model.kwargs.in_channels is set by the dataset; remove it from the kwargs"
-        )
+    for name in ("in_channels", "image_size"):
+        if name in given:
+            raise ConfigError(
+                f"classifier.model.kwargs.{name} is set by the dataset; remove it from the kwargs"
+            )
     out: dict[str, Any] = {}
     if "in_channels" in options:
         out["in_channels"] = channels
+    if "image_size" in options:
+        out["image_size"] = side
     if (
         channels != 3
         and "normalize" in options

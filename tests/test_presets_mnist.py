@@ -23,9 +23,11 @@ def test_song_mnist_is_song_et_al_s_mnist_protocol():
     assert cfg.data.name == "mnist" and cfg.techniques == ["none", "pgd"]
     assert cfg.classifier.model.name == "madry-mnist"
     assert cfg.reference_model.name == "lenet5-bn"
-    # the acgan-mnist architecture: z 128 + one-hot(y), width 32
-    assert cfg.gan.arch_kwargs()["z_dim"] == 128 and cfg.gan.width == 32
-    assert cfg.gan.concat_onehot
+    # Song et al.'s conditioning (one-hot(y) beside z) in the measured CPU recipe: width 16,
+    # z 64, one critic step per G step at Adam 2e-3, no decay (docs/song-mnist/README.md)
+    g = cfg.gan
+    assert g.concat_onehot and (g.width, g.z_dim, g.n_critic, g.lr_decay) == (16, 64, 1, "constant")
+    assert g.lr_g == g.lr_d == pytest.approx(2e-3)
     pgd = cfg.classifier.augment.pgd
     assert pgd.eps == pytest.approx(0.3) and pgd.random_start
     assert pgd.steps * pgd.alpha >= pgd.eps  # the steps can reach the edge of the ball
@@ -41,6 +43,14 @@ def test_fashion_is_the_seed_s_study_on_fashion_mnist():
     assert cfg.techniques == ["none", "fgsm", "pgd", "gan", "unrestricted"]
     assert cfg.seeds == [0, 1, 2]
     assert cfg.reference_model.name != cfg.classifier.model.name  # an independent judge
+    assert cfg.gan == build_config("song-mnist", ["gan.iters=1500"]).gan  # the same recipe
+
+
+def test_the_demo_runs_on_mnist_and_falls_back_to_the_embedded_digits():
+    cfg = build_config("demo")
+    assert (cfg.data.name, cfg.data.fallback, cfg.data.download) == ("mnist", "digits", True)
+    assert cfg.reference_model.name != cfg.classifier.model.name
+    assert cfg.runtime.threads == 2  # the pinned count that reproduces the committed numbers
 
 
 def test_presets_lists_both_with_what_they_are_for(capsys):

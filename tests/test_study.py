@@ -274,3 +274,30 @@ def test_a_study_takes_pgd_and_keeps_its_settings_out_of_the_others(tmp_path):
         a, b = _classifier_job(cfg, t, 0, gan), _classifier_job(changed, t, 0, gan)
         assert (a.classifier == b.classifier) is same, t
     assert _classifier_job(changed, "pgd", 0, gan).classifier.augment.pgd.eps == 0.3
+
+
+def test_transfer_uaes_are_remade_when_the_gan_or_the_attack_changes(tmp_path):
+    """The cached transfer UAEs belong to one baseline, one GAN and one attack protocol: a
+    study rerun with a retrained GAN (or more codes, or another budget) must not reuse them."""
+    import dataclasses
+
+    from advaug.study import _transfer_key
+
+    def manifest(path, sha):
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "final.json").write_text(json.dumps({"sha256": sha}))
+
+    cfg = build_config("smoke")
+    manifest(tmp_path / "classifiers" / "none-s0" / "checkpoints", "a")
+    manifest(tmp_path / "gan" / "checkpoints", "g1")
+    key = _transfer_key(cfg, tmp_path, "none-s0")
+    assert _transfer_key(cfg, tmp_path, "none-s0") == key
+    manifest(tmp_path / "gan" / "checkpoints", "g2")
+    assert _transfer_key(cfg, tmp_path, "none-s0") != key
+    manifest(tmp_path / "gan" / "checkpoints", "g1")
+    more = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, uae_samples=21))
+    longer = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, uae_steps=6))
+    assert len({key, _transfer_key(more, tmp_path, "none-s0"),
+                _transfer_key(longer, tmp_path, "none-s0")}) == 3  # fmt: skip
+    manifest(tmp_path / "classifiers" / "none-s0" / "checkpoints", "b")
+    assert _transfer_key(cfg, tmp_path, "none-s0") != key

@@ -66,8 +66,9 @@ class DataConfig:
     # e.g. data.checksums.train=0123...: the error for a non-official copy names the line to add
     checksums: dict[str, str] = field(default_factory=dict)
     # a study's second choice: the dataset it runs on instead when this one's files are absent
-    # and cannot be downloaded (the demo: MNIST, else the embedded digits); the report says so
-    fallback: str | None = None
+    # and cannot be downloaded (the demo: MNIST, else the embedded digits); the report says so.
+    # A study resolves it first (name = the dataset used, fallback None), so it is no identity
+    fallback: str | None = field(default=None, metadata=NOT_IDENTITY)
 
     def validate(self, key: str) -> None:
         _check(self.root is None or self.root.strip() != "", f"{key}.root", "is empty; give a path")

@@ -912,6 +912,20 @@ def captioned_pairs(generator, model, uae, path: Path, classes: list[str] | None
     return save_labelled_grid(torch.cat([clean, ok.images.cpu()]), path, nrow=n, captions=caps)
 
 
+def _transfer_key(cfg: StudyConfig, out: Path, baseline: str) -> str:
+    """What the transfer UAEs are made from: the baseline's weights, the GAN's, and the
+    evaluation's attack (codes, budget, seed); the cached ones are reused only when it matches."""
+    return config_hash(
+        {
+            "baseline": _file_hash(out / "classifiers" / baseline / "checkpoints" / "final.json"),
+            "gan": _file_hash(out / "gan" / "checkpoints" / "final.json"),
+            "codes": cfg.evaluate.uae_samples,
+            "attack": to_dict(cfg.evaluate.uae_attack()),
+            "seed": cfg.seed + TRANSFER_SEED,
+        }
+    )
+
+
 def _evaluate_all(cfg: StudyConfig, out: Path, splits: Splits, pair, reference) -> None:
     from advaug.evaluate.suite import evaluate_model
     from advaug.evaluate.uae import run_uae
@@ -924,7 +938,7 @@ def _evaluate_all(cfg: StudyConfig, out: Path, splits: Splits, pair, reference) 
 
         path = out / "eval" / "transfer-uae.safetensors"
         base = load_classifier(out / "classifiers" / baseline, rt.device)
-        key = _file_hash(out / "classifiers" / baseline / "checkpoints" / "final.json")
+        key = _transfer_key(cfg, out, baseline)
         if path.is_file() and UnrestrictedResult.load(path).meta.get("key") == key:
             transfer = UnrestrictedResult.load(path, rt.device)
         else:

@@ -82,4 +82,14 @@ def test_the_report_names_the_fallback_and_its_reason():
     assert dataset_label({"dataset": "mnist"}) == "mnist"
     fb = Fallback("mnist", "digits", "MNIST not found: /x lacks a file")
     label = dataset_label({"dataset": "digits", "data_fallback": dataclasses.asdict(fb)})
-    assert label == "digits (the fallback: mnist was not available: MNIST not found: /x lacks a file)"
+    want = "digits (the fallback: mnist was not available: MNIST not found: /x lacks a file)"
+    assert label == want
+
+
+def test_the_fallback_is_no_part_of_a_stages_identity(tmp_path):
+    """Stages trained before the field existed (or with it) keep their hash: the resolved
+    config's dataset name is what identifies the data."""
+    from advaug.config import config_hash
+
+    plain = DataConfig(name="mnist")
+    assert config_hash(dataclasses.replace(plain, fallback="digits")) == config_hash(plain)

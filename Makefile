@@ -49,8 +49,12 @@ lock:
 	} > constraints.txt.new && mv constraints.txt.new constraints.txt
 	rm -rf .lock-venv
 
+# Where the demo looks for MNIST: $ADVAUG_DATA if set, else ../shared/data where this project's
+# machines keep it, else ./data (downloaded there on first use; offline, the embedded digits).
+DEMO_DATA ?= $(or $(ADVAUG_DATA),$(wildcard ../shared/data),data)
+
 demo: $(STAMP)
-	$(BIN)/advaug study --preset demo --out $(OUT)
+	ADVAUG_DATA=$(DEMO_DATA) $(BIN)/advaug study --preset demo --out $(OUT)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples tools

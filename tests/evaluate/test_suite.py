@@ -23,6 +23,10 @@ def test_accuracy_from_logits_by_hand():
 
 def test_eps_label():
     assert eps_label(8 / 255) == "8/255" and eps_label(0.1) == "0.1"
+    # 0.2 is 51/255 exactly, but a budget given as a short decimal reads as one
+    assert [eps_label(e) for e in (0.2, 0.3, 0.0, 1.0)] == ["0.2", "0.3", "0", "1"]
+    assert [eps_label(k / 255) for k in (1, 2, 4, 16)] == ["1/255", "2/255", "4/255", "16/255"]
+    assert eps_label(0.0078) == "0.0078"  # neither
 
 
 def test_evaluate_model_has_every_metric_with_a_protocol():

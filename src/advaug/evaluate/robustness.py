@@ -15,9 +15,12 @@ from advaug.log import progress
 
 
 def eps_label(eps: float) -> str:
-    """8/255 for budgets on the 1/255 grid, else a decimal."""
+    """A decimal for budgets of at most two decimals (MNIST's 0.1, 0.2, 0.3), else 8/255 for
+    budgets on the 1/255 grid (CIFAR's), else a decimal."""
     k = eps * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-3 else f"{eps:.4g}"
+    if abs(eps * 100 - round(eps * 100)) < 1e-6 or abs(k - round(k)) >= 1e-3:
+        return f"{eps:.4g}"
+    return f"{round(k)}/255"
 
 
 def attacked_correct(

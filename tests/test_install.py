@@ -287,3 +287,30 @@ def test_the_lower_bounds_work(wheel: Path, tmp_path: Path) -> None:
           str(tmp_path / "study")], cwd=tmp_path, env=env)  # fmt: skip
     _run([str(venv / "bin" / "advaug"), "export", str(tmp_path / "study" / "classifiers" /
           "none-s0")], cwd=tmp_path, env=env)  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_demo_looks_for_mnist_where_the_readme_says(tmp_path: Path) -> None:
+    """$ADVAUG_DATA first, then ../shared/data where it exists, then ./data (where the demo's
+    data.download puts MNIST). Checked with `make -n` (nothing runs) on a copy of the Makefile
+    whose venv is stamped as installed."""
+    work = tmp_path / "clone"
+    work.mkdir()
+    shutil.copy(ROOT / "Makefile", work / "Makefile")
+
+    def demo_line(*args: str, env: dict[str, str] | None = None) -> str:
+        out = subprocess.run(
+            ["make", "-n", "-o", "v/.installed", "demo", "VENV=v", *args],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            env={k: v for k, v in os.environ.items() if k != "ADVAUG_DATA"} | (env or {}),
+        )
+        assert out.returncode == 0, out.stderr
+        return next(line for line in out.stdout.splitlines() if "study --preset demo" in line)
+
+    assert demo_line().startswith("ADVAUG_DATA=data ")
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    assert demo_line().startswith("ADVAUG_DATA=../shared/data ")
+    assert demo_line(env={"ADVAUG_DATA": "/mine"}).startswith("ADVAUG_DATA=/mine ")
+    assert demo_line("DEMO_DATA=/there").startswith("ADVAUG_DATA=/there ")

@@ -54,8 +54,8 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "stats": ("report/stats.py", ["tests/report/test_stats.py"]),
     "tables": ("report/tables.py", ["tests/report/test_tables.py"]),
     "config": ("config.py", ["tests/test_config.py"]),
-    "augment_fgsm": ("augment/fgsm.py", ["tests/augment/test_base.py"]),
-    "augment_gan": ("augment/gan.py", ["tests/augment/test_base.py"]),
+    "augment_fgsm": ("augment/fgsm.py", ["tests/augment/test_fgsm_aug.py"]),
+    "augment_gan": ("augment/gan.py", ["tests/augment/test_gan_aug.py"]),
     "augment_pgd": ("augment/pgd.py", ["tests/augment/test_pgd.py"]),
     "augment_unrestricted": (
         "augment/unrestricted.py",

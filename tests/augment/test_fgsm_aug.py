@@ -54,7 +54,9 @@ def test_a_fixed_eps_is_used_as_is_without_drawing():
     assert torch.equal(t.eps_rng.get_state(), before)  # the stream did not move
 
 
-@pytest.mark.parametrize(("kind", "attack"), [("fgsm", FGSM), ("step-ll", StepLL), ("ffgsm", FFGSM)])
+@pytest.mark.parametrize(
+    ("kind", "attack"), [("fgsm", FGSM), ("step-ll", StepLL), ("ffgsm", FFGSM)]
+)
 def test_each_kind_runs_its_attack_with_the_drawn_eps(kind, attack, monkeypatch):
     model = _model()
     x, y = _batch()

@@ -34,6 +34,13 @@ def test_scratch_copy_scopes_mutmut_to_one_module(harness, tmp_path) -> None:
     assert 'only_mutate = ["src/advaug/attacks/pgd.py"]' in config
     assert 'pytest_add_cli_args_test_selection = ["tests/attacks/test_pgd.py"]' in config
     assert "--hypothesis-profile=mutation" in config
+    # a loaded machine must not turn survivors into timeouts (which count as killed)
+    assert f"timeout_multiplier = {harness.TIMEOUT_MULTIPLIER}" in config
+    assert harness.TIMEOUT_MULTIPLIER >= 100
+    assert (
+        "timeout_multiplier = 30.0"
+        in harness._scratch("pgd", tmp_path / "b", 30).joinpath("pyproject.toml").read_text()
+    )
     assert (where / "src/advaug/attacks/pgd.py").read_text() == (
         ROOT / "src/advaug/attacks/pgd.py"
     ).read_text()

@@ -3,6 +3,8 @@ the committed report (docs/mutation.json) covers only modules of that table."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import importlib.util
 import json
 from pathlib import Path
@@ -32,6 +34,13 @@ def test_scratch_copy_scopes_mutmut_to_one_module(harness, tmp_path) -> None:
     assert 'only_mutate = ["src/advaug/attacks/pgd.py"]' in config
     assert 'pytest_add_cli_args_test_selection = ["tests/attacks/test_pgd.py"]' in config
     assert "--hypothesis-profile=mutation" in config
+    # a loaded machine must not turn survivors into timeouts (which count as killed)
+    assert f"timeout_multiplier = {harness.TIMEOUT_MULTIPLIER}" in config
+    assert harness.TIMEOUT_MULTIPLIER >= 100
+    assert (
+        "timeout_multiplier = 30.0"
+        in harness._scratch("pgd", tmp_path / "b", 30).joinpath("pyproject.toml").read_text()
+    )
     assert (where / "src/advaug/attacks/pgd.py").read_text() == (
         ROOT / "src/advaug/attacks/pgd.py"
     ).read_text()
@@ -72,3 +81,33 @@ def test_functions_scope_the_score_and_the_survivors(harness, tmp_path, monkeypa
     whole = harness._collect("stats", tmp_path)
     assert whole["counts"] == {"killed": 1, "not checked": 1, "survived": 2}
     assert whole["score"] == 33.3 and "functions" not in whole
+
+
+def _imports_of(path: Path) -> set[tuple[str, str]]:
+    """(module, name) for every ``from module import name``, and (module, "") for every
+    ``import module`` in one file."""
+    found: set[tuple[str, str]] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found |= {(node.module, a.name) for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {(a.name, "") for a in node.names}
+    return found
+
+
+def test_every_module_is_imported_by_its_tests(harness) -> None:
+    """mutmut stops with "could not find any test case" when no listed test reaches the
+    module: at least one listed file must import it, or a name it defines via its package."""
+    for name, (source, tests) in harness.MODULES.items():
+        dotted = "advaug." + source.removesuffix(".py").replace("/", ".")
+        module = importlib.import_module(dotted)
+        imports = set().union(*(_imports_of(ROOT / t) for t in tests))
+        reached = any(
+            mod == dotted
+            or mod.startswith(dotted + ".")
+            or (mod, leaf) == (dotted.rpartition(".")[0], dotted.rpartition(".")[2])
+            or getattr(getattr(module, leaf, None), "__module__", None) == dotted
+            for mod, leaf in imports
+            if mod.startswith("advaug")
+        )
+        assert reached, f"{name}: none of {tests} imports {dotted}"

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from advaug.attacks import FGSM, PGD, AttackInputError
+from advaug.errors import NumericalError
 
 from .toys import accuracy
 
@@ -181,6 +182,28 @@ def test_pixels_without_gradient_do_not_move() -> None:
     assert torch.equal(adv[ignored], x[ignored])
     assert torch.allclose(adv[:, 0, 0, 0], torch.full((2,), 0.35))  # x₀ pushed down 3 × 0.05
     assert torch.allclose(adv[:, 0, 0, 1], torch.full((2,), 0.65))
+
+
+class NaNModel(nn.Module):
+    """Logits that are NaN (a broken checkpoint)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1)[:, :3] * self.w * float("nan")
+
+
+def test_a_nan_model_stops_the_attack_unless_validation_is_off() -> None:
+    """A NaN loss would give sign(NaN) = 0 steps, clean images passed off as adversarial; with
+    validation off (PGD augmentation's setting) no check may wait for the device."""
+    x, y = torch.full((2, 1, 2, 3), 0.5), torch.zeros(2, dtype=torch.long)
+    with pytest.raises(NumericalError, match=r"^attack loss \(the model's logits\) is NaN"):
+        PGD(NaNModel(), eps=0.1, alpha=0.05, steps=2, random_start=False)(x, y)
+    atk = PGD(NaNModel(), eps=0.1, alpha=0.05, steps=2, random_start=False)
+    atk.validate = False
+    assert atk(x, y).shape == x.shape
 
 
 def test_defaults_are_the_usual_cifar_budget() -> None:

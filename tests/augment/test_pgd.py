@@ -6,6 +6,8 @@ to PGD; PGD training must learn the patch, so its PGD accuracy is far higher."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from torch import nn
@@ -117,3 +119,39 @@ def test_pgd_settings_reach_the_technique():
     assert (tech.cfg.eps, tech.cfg.alpha, tech.cfg.steps, tech.cfg.random_start) == (
         0.3, 0.01, 40, False,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("random_start", [True, False])
+def test_pgd_technique_is_the_configured_attack_on_its_own_seeded_stream(random_start):
+    """Every setting reaches PGD, and random starts come from a stream seeded seed + 111."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 2))
+    x, y = _data(6, seed=0)
+    cfg = PGDAugConfig(eps=0.2, alpha=0.01, steps=3, random_start=random_start)
+    tech = PGDTechnique(cfg, 4, torch.device("cpu"))
+    ref = PGD(model, eps=0.2, alpha=0.01, steps=3, random_start=random_start,
+              rng=torch.Generator().manual_seed(4 + 111))  # fmt: skip
+    torch.testing.assert_close(tech(model, x, y, 0)[0], ref(x, y))
+    # 3 steps of 0.01 move a pixel at most 0.03 from its start (the start at most 0.2 away)
+    moved = (tech(model, x, y, 1)[0] - x).abs().max().item()
+    assert moved <= (0.2 if random_start else 0.03) + 1e-6
+    assert tech.metrics() == {"eps": 0.2}
+
+
+def test_pgd_technique_skips_the_attacks_validation():
+    """validate=False: the step has no host sync, so a NaN model is not stopped here."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 2))
+    with torch.no_grad():
+        model[1].weight.fill_(float("nan"))
+    x, y = _data(4, seed=0)
+    tech = PGDTechnique(PGDAugConfig(eps=0.1, alpha=0.03, steps=2), 0, torch.device("cpu"))
+    assert tech(model, x, y, 0)[0].shape == x.shape  # PGD itself would raise (validation on)
+
+
+def test_pgd_stream_from_another_device_restarts_from_the_techniques_seed(caplog):
+    tech = PGDTechnique(PGDAugConfig(), 4, torch.device("cpu"))
+    torch.rand(3, generator=tech.rng)
+    with caplog.at_level(logging.WARNING, logger="advaug"):
+        tech.load_state_dict({"rng": torch.zeros(16, dtype=torch.uint8)})
+    assert "restarts from seed 115" in caplog.text
+    assert torch.equal(tech.rng.get_state(), torch.Generator().manual_seed(115).get_state())

@@ -67,7 +67,7 @@ class PGD(Attack):
             adv = torch.clamp(images + eps * uniform_like(images, self.rng), 0.0, 1.0)
         sign = -1.0 if self.targeted else 1.0
         for _ in range(self.steps):
-            grad, _ = input_grad(self.model, adv, labels)
+            grad, _ = input_grad(self.model, adv, labels, self.validate)
             adv = project(adv + sign * alpha * grad.sign(), images, eps)
         return adv
 

@@ -58,6 +58,7 @@ def test_presets_lists_both_with_what_they_are_for(capsys):
     out = capsys.readouterr().out
     song = out[out.index("song-mnist") :]
     assert "Song et al.'s MNIST experiment" in song and "mnist; madry-mnist x 2 epochs" in song
+    assert "mnist (fallback: digits); lenet5-bn" in out[out.index("demo") :]
     fashion = out[out.index("\nfashion ") :]
     assert "Fashion-MNIST" in fashion and "seeds [0, 1, 2]" in fashion
 

@@ -346,8 +346,9 @@ def cmd_presets(args: argparse.Namespace) -> int:
     width = max(len(n) for n in names)
     for name in names:
         c = build_config(name)
+        data = c.data.name + (f" (fallback: {c.data.fallback})" if c.data.fallback else "")
         shape = (
-            f"{c.data.name}; {c.classifier.model.name} x {c.classifier.epochs} epochs; "
+            f"{data}; {c.classifier.model.name} x {c.classifier.epochs} epochs; "
             f"AC-GAN {c.gan.iters} iterations; seeds {c.seeds}"
         )
         print(f"{name:<{width}}  {preset_summary(name)}")

@@ -209,3 +209,164 @@ def test_evaluate_model_reports_every_uae_measure_with_its_count():
     assert m["uae_success"]["n"] == m["uae_legit_clean"]["n"] == 6
     assert m["uae_targeted_success_mean"]["n"] == 4  # 2 pairs x 2 codes
     assert "lambda1 0.1 vs 1.0" in m["uae_success"]["protocol"]
+
+
+# ------------------------------------------------------------ the command's parts, by hand
+
+
+def test_check_out_refuses_unwritable_folders_before_any_work(tmp_path):
+    from advaug.errors import ConfigError
+    from advaug.evaluate.uae import check_out
+
+    assert check_out(tmp_path / "a" / "b", "--out") == tmp_path / "a" / "b"  # made later
+    assert not (tmp_path / "a").exists()
+    assert check_out(str(tmp_path), "--out") == tmp_path
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    cases = [
+        ("  ", "--out is empty; give a folder to write into"),
+        (f, f"--out {f} is a file, not a folder; give a folder to write into"),
+        (f / "sub", f"cannot create --out folder {f / 'sub'}: {f} is a file; choose another"),
+    ]
+    for out, message in cases:
+        with pytest.raises(ConfigError) as info:
+            check_out(out, "--out")
+        assert str(info.value) == message
+
+
+def test_check_out_refuses_a_read_only_parent(tmp_path, monkeypatch):
+    import os
+
+    from advaug.errors import ConfigError
+    from advaug.evaluate import uae
+
+    asked = []
+    monkeypatch.setattr(uae.os, "access", lambda p, mode: asked.append((p, mode)) or False)
+    with pytest.raises(ConfigError) as info:
+        uae.check_out(tmp_path / "new", "--dir")
+    assert str(info.value) == (
+        f"cannot write --dir folder {tmp_path / 'new'}: {tmp_path} is not writable"
+    )
+    assert asked == [(tmp_path, os.W_OK | os.X_OK)]
+
+
+def test_summary_lines_show_the_decomposed_success_first():
+    from advaug.evaluate.uae import _pct, _summary_lines, uae_measures
+
+    assert _pct({"value": 0.25, "n": 8}) == "25.0% of 8"
+    assert _pct({"value": None, "n": 0}) == "n/a of 0"
+    assert _pct({"value": math.nan, "n": 0}) == "n/a of 0"
+    r = _toy_result()
+    s = summarize(r, 2, None)
+    s["measures"] = uae_measures(r)
+    lines = _summary_lines(s, 3)
+    assert lines[0] == "attack success (codes f classified correctly at z⁰): 50.0% of 2"
+    assert lines[1] == "already misclassified at z⁰: 33.3% of 3; success over all 3 codes: 66.7%"
+    assert lines[2].startswith("steps to success: p50 ")
+    assert lines[3].startswith("|z − z⁰| over successes: RMS p50/p90/p99 0.0354/")
+    assert lines[4] == "AC head agrees with the source: clean 100.0% of 3, successes 100.0% of 2"
+    assert len(lines) == 5
+    s["measures"] = uae_measures(r, _StepG(), reference=_MeanF())
+    lines = _summary_lines(s, 3)
+    assert lines[5] == (
+        "legitimacy (independent classifier keeps source): 0.0% of 2 successes; "
+        "baseline on the clean G(z⁰, s): 66.7% of 3"
+    )
+
+
+class _Feat(nn.Module):
+    """Features = the first pixel of each channel; counts its batches."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+        self.batches: list[int] = []
+
+    def features(self, x):
+        self.batches.append(x.shape[0])
+        assert not self.training
+        return x[:, :, 0, 0] * self.w
+
+
+def test_features_are_batched_in_eval_mode_from_uint8_or_float():
+    from advaug.evaluate.uae import features
+
+    m = _Feat().train()
+    x = torch.randint(0, 256, (5, 3, 2, 2), dtype=torch.uint8)
+    f = features(m, x, batch_size=2)
+    assert m.batches == [2, 2, 1] and m.training
+    torch.testing.assert_close(f, x[:, :, 0, 0].float() / 255)
+    assert features(m, x[:0]).numel() == 0
+
+
+def test_diversity_is_the_uae_spread_relative_to_gan_and_real():
+    from advaug.evaluate.uae import diversity_report
+
+    # successes: two of class 0 whose first pixels differ by (0.3, 0.4, 0) -> spread 0.5
+    res = _result(3, [True, True, False], [0, 0, 1])
+    res.images[:, :, 0, 0] = torch.tensor([[0.0, 0, 0], [0.3, 0.4, 0], [1, 1, 1]])
+    gan = torch.zeros(2, 3, 2, 2)
+    gan[1, 0, 0, 0] = 2.0  # spread 2.0
+    real = torch.zeros(4, 3, 2, 2)
+    real[1, 0, 0, 0], real[3, 1, 0, 0] = 0.25, 0.25  # two classes, each spread 0.25
+    d = diversity_report(res, gan, torch.tensor([1, 1]), real, torch.tensor([0, 0, 1, 1]), _Feat())
+    assert d == pytest.approx(
+        {"uae_spread": 0.5, "gan_spread": 2.0, "real_spread": 0.25, "uae_vs_gan": 0.25,
+         "uae_vs_real": 2.0}
+    )  # fmt: skip
+    flat = diversity_report(res, torch.zeros(2, 3, 2, 2), torch.tensor([1, 1]), real[:2] * 0,
+                            torch.tensor([0, 0]), _Feat())  # fmt: skip
+    assert math.isnan(flat["uae_vs_gan"]) and math.isnan(flat["uae_vs_real"])
+    one = diversity_report(_result(2, [True, False], [0, 0]), gan, torch.tensor([1, 1]), real,
+                           torch.tensor([0, 0, 1, 1]), _Feat())  # fmt: skip
+    assert set(one) == {"uae_spread", "uae_vs_gan", "uae_vs_real"}
+    assert all(math.isnan(v) for v in one.values())
+
+
+def test_run_uae_attacks_balanced_seeded_codes(monkeypatch):
+    from advaug.attacks import FAST
+    from advaug.evaluate import uae
+
+    calls = []
+
+    class Spy:
+        @classmethod
+        def from_config(cls, g, d, f, cfg, rng):
+            calls.append((g, d, f, cfg, rng.initial_seed()))
+            return lambda src, tgt: (src, tgt)
+
+    monkeypatch.setattr(uae, "UnrestrictedAttack", Spy)
+    g, d, f = _StepG(), _ConstD(1), _MeanF()
+    src, tgt = uae.run_uae(g, d, f, 6, FAST, seed=3, steps=7)
+    assert torch.equal(src, uae.balanced_sources(6, 2, 3, torch.device("cpu"))) and tgt is None
+    assert calls == [(g, d, f, FAST.replace(steps=7), 3 + uae.ATTACK_STREAM)]
+    src, tgt = uae.run_uae(g, d, f, 4, "fast", seed=0, targeted=True)
+    assert torch.equal(tgt, (src + 1) % 2)
+    assert calls[-1][3] == FAST.replace(targeted=True) and uae.ATTACK_STREAM == 1
+    g3 = _StepG()
+    g3.num_classes = 3
+    src, tgt = uae.run_uae(g3, d, f, 6, targeted=True)  # the defaults: "fast", seed 0
+    assert torch.equal(tgt, (src + 1) % 3) and sorted(src.tolist()) == [0, 0, 1, 1, 2, 2]
+    assert calls[-1][3] == FAST.replace(targeted=True) and calls[-1][4] == 1
+
+
+def test_summary_names_classes_past_the_list_by_number_and_empty_ones_none():
+    res = _result(4, [True, False, True, True], [0, 0, 1, 1])
+    s = summarize(res, 3, ["a"])
+    assert s["n"] == 4
+    assert s["per_class_success"] == {"a": 0.5, "1": 1.0, "2": None}
+
+
+def test_within_class_spread_divides_by_the_ordered_pairs():
+    feats = torch.tensor([[0.0], [3.0], [6.0], [1.0]])
+    # class 0: distances 3, 6, 3 over 3 pairs, each counted twice over 3 * 2 ordered pairs: 4
+    assert within_class_spread(feats, torch.tensor([0, 0, 0, 1])) == pytest.approx(4.0)
+    assert math.isnan(within_class_spread(feats[:2], torch.tensor([0, 1])))
+
+
+def test_rate_of_nothing_is_nan():
+    from advaug.evaluate.uae import _rate
+
+    value, n = _rate(torch.zeros(0, dtype=torch.bool))
+    assert math.isnan(value) and n == 0
+    assert _rate(torch.tensor([True, False, False, True])) == (0.5, 4)

@@ -216,3 +216,11 @@ def test_the_rate_of_one_image_is_zero_or_one():
     right = model(x[:1].float() / 255).argmax(1)  # the model's own answer: right
     out = robustness(model, x[:1], right, **_settings(fgsm_eps=[0.0]))  # ε 0: the clean image
     assert out["fgsm@0"]["value"] == 1.0 and out["fgsm@0"]["n"] == 1
+
+
+def test_eps_label_the_two_decimal_tolerance_is_strict():
+    """1e-8 lies exactly 1e-6 (in float64) off the two-decimal grid, so it is not read as a
+    short decimal; it is 0.00000255 off the 1/255 grid, so it is labelled 0/255."""
+    eps = 1e-8
+    assert abs(eps * 100 - round(eps * 100)) == 1e-6
+    assert eps_label(eps) == "0/255"

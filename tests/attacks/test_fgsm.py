@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from advaug.attacks import FFGSM, FGSM, AttackInputError, StepLL
 from advaug.errors import NumericalError
 
-from .toys import accuracy
+from .toys import NaNModel, accuracy
 
 EPS = 8 / 255
 
@@ -178,17 +178,6 @@ def test_pixels_without_gradient_do_not_move() -> None:
     start = seeded_start(x, 0.1)
     fast = FFGSM(model, eps=0.1, alpha=0.05, rng=torch.Generator().manual_seed(5))(x, y)
     assert torch.equal(fast[:, 0, 0, 0], start[:, 0, 0, 0])
-
-
-class NaNModel(nn.Module):
-    """Logits that are NaN (a broken checkpoint)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = nn.Parameter(torch.ones(()))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x.flatten(1)[:, :3] * self.w * float("nan")
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from advaug.attacks import FGSM, PGD, AttackInputError
 from advaug.errors import NumericalError
 
-from .toys import accuracy
+from .toys import NaNModel, accuracy
 
 EPS = 8 / 255
 
@@ -182,17 +182,6 @@ def test_pixels_without_gradient_do_not_move() -> None:
     assert torch.equal(adv[ignored], x[ignored])
     assert torch.allclose(adv[:, 0, 0, 0], torch.full((2,), 0.35))  # x₀ pushed down 3 × 0.05
     assert torch.allclose(adv[:, 0, 0, 1], torch.full((2,), 0.65))
-
-
-class NaNModel(nn.Module):
-    """Logits that are NaN (a broken checkpoint)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = nn.Parameter(torch.ones(()))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x.flatten(1)[:, :3] * self.w * float("nan")
 
 
 def test_a_nan_model_stops_the_attack_unless_validation_is_off() -> None:

@@ -117,3 +117,14 @@ def train_critic(steps: int = 100) -> TinyD:
     for p in d.parameters():
         p.grad = None
     return d.train()
+
+
+class NaNModel(nn.Module):
+    """Logits that are NaN (a broken checkpoint)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1)[:, :3] * self.w * float("nan")

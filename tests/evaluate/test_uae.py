@@ -204,10 +204,13 @@ def test_evaluate_model_reports_every_uae_measure_with_its_count():
     m = res["metrics"]
     for key in ("uae_success_correct", "uae_clean_wrong_rate", "uae_legit", "uae_legit_clean",
                 "uae_ac_agree_clean", "uae_dz_rms_p99", "uae_dz_max_p50",
-                "uae_targeted_success_mean", "uae_targeted_success_min"):  # fmt: skip
+                "uae_targeted_success_mean"):  # fmt: skip
         assert key in m and "n" in m[key], key
     assert m["uae_success"]["n"] == m["uae_legit_clean"]["n"] == 6
     assert m["uae_targeted_success_mean"]["n"] == 4  # 2 pairs x 2 codes
+    # the worst and best pair: one pair's codes, picked from all pairs, so no interval
+    for key in ("uae_targeted_success_min", "uae_targeted_success_max"):
+        assert "n" not in m[key] and "no interval" in m[key]["protocol"], key
     assert "lambda1 0.1 vs 1.0" in m["uae_success"]["protocol"]
 
 

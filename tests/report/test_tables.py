@@ -296,3 +296,24 @@ def test_only_rates_get_wilson_intervals():
     assert Stat.of([dict(v) for v in vals], rate=True).ci == pytest.approx(wilson(20, 40))
     plain = Stat.of([dict(v) for v in vals])
     assert plain.ci is None and "ci" not in plain.values[0]
+
+
+def test_the_worst_and_best_targeted_pair_get_no_interval(tmp_path: Path):
+    """The extremes over (source, target) pairs rest on one pair's codes and are a selection;
+    runs before this rule stored the count of all codes with them, which gave a narrow interval.
+    The mean over pairs keeps its interval."""
+    from advaug.report.stats import wilson
+
+    models = {
+        f"none-s{s}": {"clean_top1": 0.5, "uae_targeted_success_mean": 0.5,
+                       "uae_targeted_success_min": 0.25, "uae_targeted_success_max": 0.75}
+        for s in (0, 1)
+    }  # fmt: skip
+    root = make_study(tmp_path / "s", models)
+    for key in ("uae_targeted_success_mean", "uae_targeted_success_min",
+                "uae_targeted_success_max"):  # fmt: skip
+        _add_counts_and_outcomes(root, key, 40)
+    cells = build_table(load_study(root)).cells["none"]
+    assert cells["uae_targeted_success_mean"].ci == wilson(40, 80)
+    for key in ("uae_targeted_success_min", "uae_targeted_success_max"):
+        assert cells[key].ci is None and cells[key].mean == models["none-s0"][key], key

@@ -95,6 +95,18 @@ def is_percent(key: str) -> bool:
     return any(t in k for t in _PERCENT)
 
 
+#: Rates picked as the extreme of many sub-rates (the worst and best targeted pair): the count
+#: behind them is one pair's, and the pick is a selection, so no interval is honest for them.
+_SELECTED = {"uae_targeted_success_min", "uae_targeted_success_max"}
+
+
+def has_interval(key: str) -> bool:
+    """Whether a metric given with its count ``n`` gets a Wilson interval: a percentage that is
+    a share of its ``n`` items, not an extreme picked from many (older runs stored an ``n`` for
+    those too)."""
+    return is_percent(key) and key not in _SELECTED
+
+
 def direction(key: str) -> str | None:
     """``"higher"`` or ``"lower"`` when it is clear which is better for the classifier."""
     if key in _LOWER_BETTER:

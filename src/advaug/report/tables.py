@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from advaug.report.files import write_text
-from advaug.report.format import DASH, fmt_stat, is_percent, label, order_metrics, row_ref
+from advaug.report.format import (
+    DASH,
+    fmt_stat,
+    has_interval,
+    is_percent,
+    label,
+    order_metrics,
+    row_ref,
+)
 from advaug.report.human import human_markdown, labelled
 from advaug.report.load import StudyData, num
 from advaug.report.stats import Difference, paired_difference, rate_interval, wilson
@@ -152,7 +160,7 @@ def build_table(study: StudyData) -> ResultsTable:
                     protocols[k].setdefault(str(p), []).append(m.name)
                     protos.append(str(p))
             proto = " | ".join(dict.fromkeys(protos)) or None
-            cells[t][k] = Stat.of(vals, proto, rate=is_percent(k))
+            cells[t][k] = Stat.of(vals, proto, rate=has_interval(k))
         costs = [(m, m.cost()) for m in runs]
         spe[t] = Stat.of(
             [{"model": m.name, "seed": m.seed, "value": c["seconds_per_epoch"]} for m, c in costs]

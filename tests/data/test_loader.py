@@ -566,3 +566,41 @@ def test_bad_state_messages(data, state, why):
             f"loader state {state!r} is out of range (epoch >= 0, 0 <= batch <= 6); the "
             "checkpoint was made with another dataset size or batch size"
         )
+
+
+def test_available_bytes_asks_cuda_for_a_cuda_device(monkeypatch):
+    asked = []
+
+    def mem_get_info(device):
+        asked.append(device)
+        return 123, 456
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
+    cuda = torch.device("cuda", 1)  # a device object needs no GPU
+    assert loader_mod.available_bytes(cuda) == 123 and asked == [cuda]
+
+
+def test_crop_flip_defaults_mean_no_padding_and_reflection():
+    img = torch.arange(9, dtype=torch.uint8).reshape(1, 1, 3, 3).expand(2, 1, 3, 3)
+    off = torch.tensor([[0, 0], [2, 2]])
+    # pad 0 (the default): offsets in [0, 0], nothing moves
+    assert torch.equal(crop_flip(img, torch.zeros(2, 2, dtype=torch.long), None), img)
+    assert torch.equal(crop_flip(img, off, None, 1), crop_flip(img, off, None, 1, "reflect"))
+    # a pad without offsets: only the flip
+    flips = torch.tensor([True, False])
+    assert torch.equal(crop_flip(img, None, flips, 1), crop_flip(img, None, flips))
+
+
+@pytest.mark.parametrize("mode", ["reflect", "zeros"])
+def test_everything_is_built_on_the_loaders_device(data, mode):
+    """The meta device stands in for a GPU: an index or a plan left on the CPU fails there."""
+    x, y = data
+    loader = DeviceLoader(x, y, 10, device="meta", crop_pad=2, pad_mode=mode, flip=True)
+    for xb, yb in loader:
+        assert xb.device.type == yb.device.type == "meta"
+        assert xb.shape == (10, 3, 8, 8) and xb.dtype == torch.float32
+    meta = x[:4].to("meta")
+    off = torch.tensor([[0, 0], [1, 2], [2, 2], [4, 0]], device="meta")
+    flips = torch.tensor([True, False, True, False], device="meta")
+    assert crop_flip(meta, off, flips, 2, mode).shape == (4, 3, 8, 8)
+    assert crop_flip(meta, None, flips).device.type == "meta"

@@ -604,3 +604,13 @@ def test_everything_is_built_on_the_loaders_device(data, mode):
     flips = torch.tensor([True, False, True, False], device="meta")
     assert crop_flip(meta, off, flips, 2, mode).shape == (4, 3, 8, 8)
     assert crop_flip(meta, None, flips).device.type == "meta"
+
+
+def test_a_position_restored_during_a_pass_is_kept(data):
+    """The pass ends where the restored position says, and does not advance past it."""
+    x, y = data
+    loader = DeviceLoader(x, y, 10, seed=1)
+    for b, _ in enumerate(loader):
+        if b == 1:
+            loader.load_state_dict({"epoch": 5, "batch": 6})  # epoch 5, already finished
+    assert loader.state_dict() == {"epoch": 5, "batch": 6}

@@ -614,3 +614,11 @@ def test_a_position_restored_during_a_pass_is_kept(data):
         if b == 1:
             loader.load_state_dict({"epoch": 5, "batch": 6})  # epoch 5, already finished
     assert loader.state_dict() == {"epoch": 5, "batch": 6}
+
+
+def test_defaults_shuffle_with_seed_0_and_keep_the_pixels(data):
+    x, y = data
+    got = _epoch(DeviceLoader(x, y, 7))
+    expected = _reference(x, y, 7, seed=0, epoch=0)
+    assert all(torch.equal(a, b) for g, e in zip(got, expected) for a, b in zip(g, e))
+    assert len(got) == len(expected) == 8

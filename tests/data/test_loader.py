@@ -622,3 +622,59 @@ def test_defaults_shuffle_with_seed_0_and_keep_the_pixels(data):
     expected = _reference(x, y, 7, seed=0, epoch=0)
     assert all(torch.equal(a, b) for g, e in zip(got, expected) for a, b in zip(g, e))
     assert len(got) == len(expected) == 8
+
+
+def test_non_square_images_bound_the_crop_by_their_shorter_side():
+    x = torch.randint(0, 256, (12, 1, 6, 10), dtype=torch.uint8, generator=torch.Generator())
+    y = torch.arange(12)
+    xb, _ = next(iter(DeviceLoader(x, y, 4, crop_pad=5, flip=True)))
+    assert xb.shape == (4, 1, 6, 10)
+    with pytest.raises(ConfigError) as info:
+        DeviceLoader(x, y, 4, crop_pad=6)
+    assert str(info.value) == (
+        "crop_pad=6 must be in [0, 5] for 6x10 images (reflect padding); 4 is typical for 32x32"
+    )
+
+
+def test_a_single_leftover_image_makes_a_last_batch(data):
+    x, y = data
+    assert len(DeviceLoader(x, y, 59, drop_last=False)) == 2
+    assert len(DeviceLoader(x, y, 59)) == 1
+
+
+def test_the_settings_are_kept_as_given(data):
+    x, y = data
+    loader = DeviceLoader(
+        x, y, 9, shuffle=False, seed=4, crop_pad=3, pad_mode="zeros", flip=True,
+        drop_last=False, channels_last=True, rank=1, world_size=2,
+    )  # fmt: skip
+    assert (loader.batch_size, loader.shuffle, loader.seed, loader.crop_pad) == (9, False, 4, 3)
+    assert (loader.pad_mode, loader.flip, loader.drop_last, loader.channels_last) == (
+        "zeros", True, False, True,
+    )  # fmt: skip
+    assert (loader.rank, loader.world_size, loader.num_samples) == (1, 2, 30)
+    assert loader.device == torch.device("cpu")
+
+
+class _Moved(Exception):
+    """Raised by a fake ensure_fits: the loader was about to move its data to this device."""
+
+
+def test_a_bare_cuda_device_means_the_current_one(data, monkeypatch):
+    """Without a GPU: CUDA is faked up to the point where the data would move."""
+    x, y = data
+
+    def moved(nbytes, device):
+        raise _Moved(device)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    monkeypatch.setattr(loader_mod, "ensure_fits", moved)
+    for device, expected in (
+        ("cuda", torch.device("cuda", 3)),
+        ("cuda:1", torch.device("cuda", 1)),
+    ):
+        with pytest.raises(_Moved) as info:
+            DeviceLoader(x, y, 10, device=device)
+        assert info.value.args == (expected,)
+    assert DeviceLoader(x, y, 10).device == torch.device("cpu")  # a CPU loader stays there

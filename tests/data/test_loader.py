@@ -678,3 +678,12 @@ def test_a_bare_cuda_device_means_the_current_one(data, monkeypatch):
             DeviceLoader(x, y, 10, device=device)
         assert info.value.args == (expected,)
     assert DeviceLoader(x, y, 10).device == torch.device("cpu")  # a CPU loader stays there
+
+
+def test_the_first_batch_of_epoch_0_is_a_valid_state(data):
+    x, y = data
+    loader = DeviceLoader(x, y, 10, seed=1)
+    next(iter(loader))
+    loader.load_state_dict({"epoch": 0, "batch": 0})  # what a fresh loader's state_dict gives
+    assert loader.state_dict() == {"epoch": 0, "batch": 0}
+    assert _same(_epoch(loader), _epoch(DeviceLoader(x, y, 10, seed=1)))

@@ -346,6 +346,9 @@ def _reference(x, y, bs, *, seed, epoch, pad=0, mode="reflect", flip=False, rank
         dict(seed=3, epoch=2, pad=2, mode="reflect", flip=True),
         dict(seed=5, epoch=1, pad=3, mode="zeros", flip=True, rank=1, world=2),
         dict(seed=0, epoch=0, pad=1, mode="zeros"),
+        # seed and epoch of two 32-bit words each: SeedSequence pads short entropy with zeros
+        # to 4 words, so only past 4 words does every word of (seed, epoch, 0) count
+        dict(seed=2**40, epoch=2**33, pad=1, flip=True),
     ],
 )
 def test_batches_follow_the_documented_recipe(data, kw):
@@ -380,7 +383,14 @@ def test_mix_seed_reads_negative_values_as_64_bit_words():
 
 def test_available_bytes_reads_memavailable(monkeypatch):
     text = "MemTotal:       9999 kB\nMemFree:  77 kB\nMemAvailable:   12 kB\n"
-    monkeypatch.setattr(loader_mod, "open", lambda path: io.StringIO(text), raising=False)
+
+    def fake_open(path):
+        if path != "/proc/meminfo":
+            raise FileNotFoundError(path)
+        return io.StringIO(text)
+
+    monkeypatch.setattr(loader_mod, "open", fake_open, raising=False)
+    monkeypatch.setattr(loader_mod.os, "sysconf", lambda name: 1)  # not reached
     assert loader_mod.available_bytes(torch.device("cpu")) == 12 * 1024
 
 

@@ -122,10 +122,12 @@ class DeviceLoader:
             raise ConfigError(f"pad_mode must be 'reflect' or 'zeros', got {pad_mode!r}")
         h, w = int(x.shape[2]), int(x.shape[3])
         if crop_pad < 0 or (pad_mode == "reflect" and crop_pad >= min(h, w)):
-            raise ConfigError(
-                f"crop_pad={crop_pad} must be in [0, {min(h, w) - 1}] for {h}x{w} images "
-                "(reflect padding); 4 is typical for 32x32"
+            allowed = (
+                f"in [0, {min(h, w) - 1}] for {h}x{w} images (reflect padding)"
+                if pad_mode == "reflect"
+                else ">= 0 (zero padding)"
             )
+            raise ConfigError(f"crop_pad={crop_pad} must be {allowed}; 4 is typical for 32x32")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ConfigError(f"rank={rank} must be in [0, world_size={world_size})")
         if seed < 0:

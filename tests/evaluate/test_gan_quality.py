@@ -407,3 +407,383 @@ def test_quality_with_baseline_puts_real_data_beside_the_generator():
     lines = out["protocol_lines"]
     assert "200 vs 200" in lines["fid"] and "half B vs half A" in lines["fid"]
     assert "per class 50 fake or 50 real (half B) vs 50 real (half A)" in lines["intra_fid"]
+
+
+# ----------------------------------------------------------------------------------------------
+# the mutation pass's survivors: boundaries, defaults, messages and the bundles' wiring
+
+
+def test_device_of_a_module_without_tensors_is_the_cpu():
+    from advaug.evaluate.gan_quality import _device_of
+
+    assert _device_of(nn.Identity()) == torch.device("cpu")
+    holder = nn.Module()
+    holder.register_buffer("b", torch.zeros(1, device="meta"))
+    assert _device_of(holder) == torch.device("meta")
+
+
+def test_classifier_features_name_and_refusal_whole():
+    class Tiny(nn.Module):
+        def features(self, x):
+            return x
+
+    assert ClassifierFeatures(Tiny()).name == "classifier-features:tiny"
+    assert ClassifierFeatures(Tiny(), name="mine").name == "mine"
+    with pytest.raises(ConfigError) as info:
+        ClassifierFeatures(nn.Linear(2, 2))
+    assert str(info.value) == (
+        "Linear has no .features(x) method: use a classifier that exposes its penultimate features"
+    )
+
+
+def test_inception_features_clip_to_the_pixel_range_and_train_keeps_eval():
+    ext = StandInInception()
+    net = InceptionFeatures(extractor=ext)
+    net(torch.tensor([-0.5, 1.5, 2.5, 0.2]).view(1, 1, 2, 2))
+    assert ext.seen[0][0, 0].flatten().tolist() == [0, 255, 255, 51]
+    assert net.train() is net and net.training and not ext.training
+
+
+def test_inception_loader_messages_and_extractor_arguments(tmp_path, monkeypatch):
+    import types
+
+    with pytest.raises(ConfigError) as info:
+        InceptionFeatures()
+    assert str(info.value) == (
+        f"InceptionFeatures needs weights_path: download {INCEPTION_WEIGHTS_URL} and pass its "
+        "local path"
+    )
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)
+    monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", None)
+    with pytest.raises(ImportError) as why:
+        import torch_fidelity.feature_extractor_inceptionv3  # noqa: F401
+    with pytest.raises(AdvaugError) as info:
+        InceptionFeatures(weights)
+    assert str(info.value) == (
+        "Inception FID needs torch-fidelity, which is not importable here "
+        f"({type(why.value).__name__}): pip install torch-fidelity (it needs torchvision "
+        "matching your torch)"
+    )
+    calls = []
+
+    class Extractor(StandInInception):
+        def __init__(self, *args, **kwargs):
+            super().__init__()
+            calls.append((args, kwargs))
+
+    fake = types.ModuleType("torch_fidelity.feature_extractor_inceptionv3")
+    fake.FeatureExtractorInceptionV3 = Extractor
+    monkeypatch.setitem(sys.modules, "torch_fidelity", types.ModuleType("torch_fidelity"))
+    monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", fake)
+    net = InceptionFeatures(weights)
+    assert isinstance(net.extractor, Extractor)
+    assert calls == [
+        (
+            ("inception-v3-compat", ["2048", "logits_unbiased"]),
+            {"feature_extractor_weights_path": str(weights)},
+        )
+    ]
+
+
+def test_feature_stats_of_two_rows_and_messages_whole():
+    mu, cov = feature_stats(torch.tensor([[0.0], [2.0]]))
+    assert mu.tolist() == [1.0] and cov.tolist() == [[2.0]] and cov.dtype == torch.float64
+    with pytest.raises(ConfigError) as info:
+        feature_stats(torch.zeros(1, 3))
+    assert str(info.value) == "feature statistics need a [N, D] tensor with N >= 2, got (1, 3)"
+    with pytest.raises(AdvaugError) as info:
+        feature_stats(torch.tensor([[0.0], [math.inf]]))
+    assert str(info.value) == "features contain NaN or inf: check the generator and feature net"
+    one = torch.ones(1, 1, dtype=torch.float64)
+    with pytest.raises(AdvaugError) as info:
+        frechet_distance(torch.tensor([math.inf]), one, torch.zeros(1), one)
+    assert str(info.value) == "Fréchet distance is not finite: check the feature statistics"
+
+
+def test_inception_score_bounds_default_population_std_and_no_warnings():
+    import warnings
+
+    with pytest.raises(ConfigError) as info:
+        inception_score(torch.zeros(3, 2), splits=4)
+    assert str(info.value) == "inception_score needs 1 <= splits <= N, got splits=4, N=3"
+    with pytest.raises(ConfigError):
+        inception_score(torch.zeros(3, 2), splits=0)
+    assert inception_score(torch.zeros(3, 2), splits=3) == (1.0, 0.0)  # splits = N is allowed
+    assert inception_score(torch.zeros(10, 2)) == (1.0, 0.0)  # 10 splits by default
+    # split 1 uniform (IS 1), split 2 confident over two classes (IS 2): std over splits 0.5
+    logits = torch.tensor([[0.0, 0], [0, 0], [60, 0], [0, 60]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the softmax dimension is explicit
+        mean, std = inception_score(logits, splits=2)
+    assert mean == pytest.approx(1.5) and std == pytest.approx(0.5)
+
+
+def test_precision_recall_edges_chunks_and_defaults(monkeypatch):
+    real = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    # k=1: real radii 1; the fake at 4 lies exactly on the edge of 3's ball, so inside
+    assert precision_recall(real, torch.tensor([[4.0], [9.0]]), k=1) == (0.5, 1.0)
+    # chunks smaller than the sets give the same answer
+    fake = torch.tensor([[0.5], [10.0], [2.5]])
+    assert precision_recall(real, fake, k=1, chunk=2) == precision_recall(real, fake, k=1)
+    with pytest.raises(ConfigError) as info:
+        precision_recall(real, fake, k=3)
+    assert str(info.value) == "k-NN radii need more than k=3 points, got 3"
+    # k = 3 by default: real radii 2 (around 1 and 2) and 3 (around 0 and 3); fakes radii 4
+    pts = torch.tensor([[0.0], [1.0], [2.0], [3.0], [6.5]])
+    assert precision_recall(pts[:4], pts) == precision_recall(pts[:4], pts, k=3)
+    assert precision_recall(pts[:4], pts) == pytest.approx((0.8, 1.0))
+    widths = []
+    cdist = torch.cdist
+    monkeypatch.setattr(torch, "cdist", lambda a, b: widths.append(a.shape[0]) or cdist(a, b))
+    precision_recall(torch.zeros(1025, 1), torch.zeros(4, 1))
+    assert widths[:2] == [1024, 1]  # the default chunk
+
+
+def test_per_class_precision_recall_counts_classes_and_warns(caplog):
+    import logging
+
+    r = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    # class 0: 4 real, 4 fake; class 1: 4 real, 3 fake (= k); class 2: 3 real, 4 fake
+    real = torch.cat([r, r, r[:3]])
+    fake = torch.cat([r, r[:3], r])
+    ry = torch.tensor([0] * 4 + [1] * 4 + [2] * 3)
+    fy = torch.tensor([0] * 4 + [1] * 3 + [2] * 4)
+    out = per_class_precision_recall(real, ry, fake, fy, k=3)
+    assert out["per_class_precision"].shape == (3,) and out["precision"] == 1.0
+    assert torch.isnan(out["per_class_precision"][1:]).all()
+    assert torch.isnan(out["per_class_recall"][1:]).all()
+    # the classes come from both sides: 3 only among the reals, or only among the fakes
+    one = torch.tensor([3])
+    only_real = per_class_precision_recall(real[:5], torch.cat([ry[:4], one]), fake[:4], fy[:4])
+    only_fake = per_class_precision_recall(real[:4], ry[:4], fake[:5], torch.cat([fy[:4], one]))
+    assert only_real["per_class_recall"].shape == only_fake["per_class_recall"].shape == (4,)
+    # k is passed on: with k=1, two points a class suffice, and 0 and 10 are far apart
+    two = torch.tensor([[0.0], [1.0]])
+    out = per_class_precision_recall(two, torch.zeros(2), two + 10, torch.zeros(2), k=1)
+    assert out["precision"] == 0.0
+    with caplog.at_level(logging.WARNING, logger="advaug"):
+        per_class_precision_recall(two, torch.zeros(2), two, torch.zeros(2))
+    assert [rec.getMessage() for rec in caplog.records] == [
+        "per-class precision/recall: no class has more than k=3 samples"
+    ]
+
+
+def test_intra_class_fid_boundaries_one_feature_and_classes():
+    # one feature: FID = (mu1 - mu2)^2 + (sd1 - sd2)^2; class 0: [0, 2] vs [3, 5] -> 9
+    real = torch.tensor([[0.0], [2.0], [0.0], [1.0], [5.0], [7.0]])
+    fake = torch.tensor([[3.0], [5.0], [0.0], [1.0], [4.0], [5.0]])
+    ry = torch.tensor([0, 0, 1, 1, 1, 2])  # class 1: 3 real, 1 fake; class 2: 1 real, 3 fake
+    fy = torch.tensor([0, 0, 1, 2, 2, 2])
+    mean, per = intra_class_fid(real, ry, fake, fy, num_classes=4)
+    assert mean == pytest.approx(9.0) and per.dtype == torch.float64 and per.shape == (4,)
+    assert torch.isnan(per[1:]).all()
+    # without num_classes, K is the largest label on either side, plus one
+    assert intra_class_fid(real, ry, fake[:5], fy[:5])[1].shape == (3,)
+    assert intra_class_fid(real[:5], ry[:5], fake, fy)[1].shape == (3,)
+
+
+def test_diversity_classes_and_refusal_whole():
+    fake, fy = torch.tensor([[0.0], [2.0]]), torch.tensor([0, 0])
+    assert diversity(fake, fy)["per_class"].tolist() == [2.0]
+    assert diversity(fake, fy, num_classes=3)["per_class"].shape == (3,)
+    out = diversity(fake, fy, real_feats=fake, real_labels=torch.tensor([0, 2]))
+    assert out["per_class"].shape == (3,)  # class 2 from the real labels
+    with pytest.raises(ConfigError) as info:
+        diversity(fake, fy, real_feats=fake)
+    assert str(info.value) == "diversity: real_feats given without real_labels"
+
+
+class BatchToyGenerator(ToyGenerator):
+    """ToyGenerator that records the batch sizes it is called with."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__(k)
+        self.batches: list[int] = []
+
+    def forward(self, z, y):
+        self.batches.append(z.shape[0])
+        return super().forward(z, y)
+
+
+def test_sampling_runs_in_the_asked_batches_under_a_named_bar(monkeypatch):
+    from advaug.evaluate import gan_quality
+
+    bars = []
+    real_progress = gan_quality.progress
+
+    def spy(it, **kw):
+        bars.append(kw)
+        return real_progress(it, **kw)
+
+    monkeypatch.setattr(gan_quality, "progress", spy)
+    gen = BatchToyGenerator(3)
+    gan_quality.gan_test_outcomes(ToyClassifier(3), gen, num_per_class=3, batch_size=4)
+    assert gen.batches == [4, 4, 4]  # 9 samples filled up to 12
+    assert bars == [{"total": 3, "desc": "sampling", "unit": "batch"}]
+
+
+def test_gan_test_accuracy_passes_its_batch_and_seed(monkeypatch):
+    from advaug.evaluate import gan_quality
+
+    calls = []
+
+    def outcomes(clf, gen, n, batch_size=1, seed=99):
+        calls.append((n, batch_size, seed))
+        return torch.tensor([0, 1]), torch.tensor([True, False])
+
+    monkeypatch.setattr(gan_quality, "gan_test_outcomes", outcomes)
+    assert gan_test_accuracy(None, ToyGenerator(2), 1)[0] == 0.5
+    gan_test_accuracy(None, ToyGenerator(2), 1, 7, 5)
+    assert calls == [(1, 500, 0), (1, 7, 5)]
+
+
+class BatchMeans(MeanFeatures):
+    """MeanFeatures that records its batch sizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def forward(self, x):
+        self.batches.append(x.shape[0])
+        return super().forward(x)
+
+
+def _spied_metrics(monkeypatch):
+    """Replace the metrics generator_quality and quality_with_baseline call by recorders that
+    return distinct numbers, so that the bundles' wiring can be read off."""
+    from advaug.evaluate import gan_quality
+
+    calls: dict[str, list] = {}
+
+    def spy(name, value):
+        def f(*args, **kwargs):
+            calls.setdefault(name, []).append(kwargs)
+            return value
+
+        monkeypatch.setattr(gan_quality, name, f)
+
+    spy("fid", 1.0)
+    spy("precision_recall", (2.0, 3.0))
+    spy("inception_score", (4.0, 5.0))
+    spy("diversity", {"overall": 6.0, "ratio": 7.0, "ratio_per_class": "ratio per class"})
+    spy("intra_class_fid", (8.0, "intra per class"))
+    per_class = {"per_class_precision": "p", "per_class_recall": "r"}
+    spy("per_class_precision_recall", {"precision": 9.0, "recall": 10.0, **per_class})
+    return calls
+
+
+def test_generator_quality_wiring_defaults_and_protocol_whole(monkeypatch):
+    calls = _spied_metrics(monkeypatch)
+    gen, net = ToyGenerator(2), BatchMeans()
+    out = generator_quality(gen, torch.rand(3, 3, 4, 4), torch.tensor([0, 1, 0]), net, 4)
+    assert net.batches == [3, 4]  # the reals, then one batch of fakes
+    base = "4 fake vs 3 real (test split), seed 0"
+    assert out == {
+        "fid": 1.0, "precision": 2.0, "recall": 3.0, "is_mean": 4.0, "is_std": 5.0,
+        "diversity": 6.0, "diversity_ratio": 7.0, "intra_fid": 8.0, "intra_precision": 9.0,
+        "intra_recall": 10.0,
+        "per_class": {"diversity_ratio": "ratio per class", "intra_fid": "intra per class",
+                      "precision": "p", "recall": "r"},
+        "protocol": {"num_fake": 4, "num_real": 3, "reference_split": "test",
+                     "feature_net": "toy-means", "seed": 0, "k": 3, "is_splits": 10,
+                     "fake_labels": "balanced", "batch_size": 500, "bn_stats": "running"},
+        "protocol_line": f"FID[toy-means] {base}",
+        "protocol_lines": {
+            "fid": f"FID[toy-means] {base}",
+            "intra_fid": f"intra-FID[toy-means] {base}, per class",
+            "is": "IS[toy-means] 4 fake, 10 splits, seed 0",
+            "precision_recall": f"P/R[toy-means, k=3] {base}",
+            "diversity": f"diversity[toy-means] mean pairwise distance per class, fake/real, "
+            f"{base}",
+        },
+    }  # fmt: skip
+    assert calls["precision_recall"] == [{"k": 3}] and calls["inception_score"] == [{"splits": 10}]
+    for name in ("diversity", "intra_class_fid"):
+        assert calls[name][0]["num_classes"] == 2, name
+    assert calls["per_class_precision_recall"] == [{"k": 3, "num_classes": 2}]
+    net = BatchMeans()
+    gen.bn_stats = None
+    del gen.bn_stats
+    out = generator_quality(gen, torch.rand(3, 3, 4, 4), torch.tensor([0, 1, 0]), net, 2,
+                            batch_size=2, k=1, intra_class=False)  # fmt: skip
+    assert net.batches == [2, 1, 2] and out["protocol"]["bn_stats"] is None
+    assert "intra_fid" not in out and set(out["per_class"]) == {"diversity_ratio"}
+    with pytest.raises(ConfigError) as info:
+        generator_quality(gen, torch.rand(3, 3, 4, 4), torch.tensor([0, 1, 0]), net, 1)
+    assert str(info.value) == "generator_quality needs num_samples >= 2, got 1"
+
+
+def test_real_halves_depend_on_the_seed_alone():
+    y = torch.arange(40) % 4
+    torch.manual_seed(1)
+    a = real_halves(y)
+    torch.manual_seed(2)
+    assert all(torch.equal(u, v) for u, v in zip(a, real_halves(y, seed=0)))
+    assert not torch.equal(a[0], real_halves(y, seed=1)[0])
+
+
+def test_count_range_counts_absent_classes():
+    from advaug.evaluate.gan_quality import _count_range
+
+    assert _count_range(torch.tensor([0, 0, 1, 1]), 3) == "0–2"
+    assert _count_range(torch.tensor([0, 1, 1]), 2) == "1–2"
+    assert _count_range(torch.tensor([0, 1]), 2) == "1"
+
+
+def test_quality_with_baseline_wiring_defaults_and_lines_whole(monkeypatch):
+    from advaug.evaluate import gan_quality
+
+    calls = _spied_metrics(monkeypatch)
+    asked = []
+
+    def quality(generator, x, y, net, n, **kw):
+        asked.append((x, y, n, kw))
+        return {"fid": 0.5}
+
+    monkeypatch.setattr(gan_quality, "generator_quality", quality)
+    x, y, net = torch.rand(9, 3, 2, 2), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1]), BatchMeans()
+    out = quality_with_baseline(ToyGenerator(3), x, y, net)
+    a, b = real_halves(y, 0)
+    ((xa, ya, n, kw),) = asked
+    assert torch.equal(xa, x[a]) and torch.equal(ya, y[a]) and n == 4
+    feats, logits = kw.pop("real_features")
+    assert torch.equal(feats, net(x[a])[0]) and torch.equal(logits, net(x[a])[1])
+    assert kw == {"batch_size": 500, "seed": 0, "k": 3, "reference_split": "test half A",
+                  "is_splits": 10}  # fmt: skip
+    assert net.batches[0] == 9
+    assert out["generator"] == {"fid": 0.5}
+    assert out["real"] == {"fid": 1.0, "precision": 2.0, "recall": 3.0, "intra_fid": 8.0,
+                           "diversity_ratio": 7.0}  # fmt: skip
+    assert calls["precision_recall"] == [{"k": 3}]
+    assert calls["intra_class_fid"] == [{"num_classes": 3}]
+    assert calls["diversity"][0]["num_classes"] == 3
+    assert out["counts"] == {"per_half": 4, "per_class_real_a": "0–2",
+                             "per_class_real_b": "0–2", "per_class_fake": "1–2"}  # fmt: skip
+    per_class = "per class 1–2 fake or 0–2 real (half B) vs 0–2 real (half A)"
+    assert out["protocol_lines"] == {
+        "fid": "FID[toy-means] 4 vs 4: 4 generated vs real half A; baseline: real half B vs half "
+        "A (two disjoint class-stratified halves of the test split), seed 0",
+        "intra_fid": f"intra-FID[toy-means] mean over 3 classes, {per_class}; baseline: half B "
+        "vs half A of the test split, seed 0",
+        "precision_recall": "P/R[toy-means, k=3] 4 vs 4: generated (baseline: real half B) vs "
+        "real half A of the test split, seed 0",
+        "diversity": "diversity[toy-means] mean pairwise distance per class, fake/real half A "
+        f"(baseline: half B / half A), {per_class}, seed 0",
+    }  # fmt: skip
+    # the seed reaches the halves, and the features are batched as asked
+    asked.clear()
+    net = BatchMeans()
+    quality_with_baseline(ToyGenerator(3), x, y, net, seed=1, batch_size=4, reference_split="val")
+    assert torch.equal(asked[0][1], y[real_halves(y, 1)[0]]) and net.batches == [4, 4, 1]
+    assert asked[0][3]["reference_split"] == "val half A"
+    # halves of two images are enough; of one, a one-line error
+    quality_with_baseline(ToyGenerator(1), x[:4], torch.zeros(4, dtype=torch.long), net)
+    with pytest.raises(ConfigError) as info:
+        quality_with_baseline(ToyGenerator(1), x[:3], torch.zeros(3, dtype=torch.long), net)
+    assert str(info.value) == (
+        "the real-vs-real baseline needs at least 2 images per half, got 1: use a larger "
+        "reference split"
+    )

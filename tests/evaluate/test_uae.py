@@ -373,3 +373,185 @@ def test_rate_of_nothing_is_nan():
     value, n = _rate(torch.zeros(0, dtype=torch.bool))
     assert math.isnan(value) and n == 0
     assert _rate(torch.tensor([True, False, False, True])) == (0.5, 4)
+
+
+# ------------------------------------------------------------ the mutation pass's survivors
+
+
+def test_attack_protocol_line_whole():
+    from advaug.attacks import FAST
+    from advaug.evaluate.uae import attack_protocol
+
+    cfg = FAST.replace(targeted=True, early_stop=True, lr=0.05, steps=7)
+    head = (
+        f"latent attack: {cfg.optimizer} lr 0.05, λ1 {cfg.lambda1:g}, λ2 {cfg.lambda2:g}, "
+        f"z_eps {cfg.z_eps:g} ({cfg.z_proximity}, projection {cfg.z_project}), pixel noise "
+        f"{cfg.noise_eps:g}, 7 steps"
+    )
+    tail = "; 12 balanced sources, seed 4; success = f wrong and AC = source"
+    assert attack_protocol(cfg, 12, 4) == f"targeted {head}, early stop{tail}"
+    plain = cfg.replace(targeted=False, early_stop=False)
+    assert attack_protocol(plain, 12, 4) == f"untargeted {head}{tail}"
+    assert attack_protocol(plain, 12, 4, cfg) == (
+        f"untargeted {head}{tail}; differs from the training attack: "
+        "early_stop True vs False (training vs evaluation)"
+    )
+    # two settings differ: both named, joined by a comma, after the whole line
+    other = cfg.replace(steps=9)
+    assert attack_protocol(plain, 12, 4, other) == (
+        f"untargeted {head}{tail}; differs from the training attack: steps 9 vs 7, "
+        "early_stop True vs False (training vs evaluation)"
+    )
+
+
+def test_balanced_sources_land_on_the_device():
+    """The "meta" device stands in for a GPU on a CPU-only machine."""
+    meta = torch.device("meta")
+    assert balanced_sources(4, 2, 0, meta).device == meta
+
+
+class _Rows(nn.Module):
+    """Logits = the first pixel of each of K channels (so row i predicts its brightest channel);
+    records the batch sizes it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+        self.batches: list[int] = []
+
+    def forward(self, x):
+        self.batches.append(x.shape[0])
+        return x[:, :, 0, 0] * self.w
+
+
+def _onehot_images(classes: list[int], k: int = 3) -> torch.Tensor:
+    x = torch.zeros(len(classes), k, 1, 1)
+    x[torch.arange(len(classes)), torch.tensor(classes)] = 1.0
+    return x
+
+
+def test_legitimacy_reads_each_rows_prediction_in_batches():
+    res = _result(3, [True, True, True], [0, 1, 2])
+    res.images = _onehot_images([0, 1, 0])  # the reference keeps sources 0 and 1, not 2
+    ref = _Rows()
+    assert legitimacy(res, ref, batch_size=2) == pytest.approx(2 / 3)
+    assert ref.batches == [2, 1]
+    big = _result(258, [True] * 258, [0] * 258)
+    big.images = _onehot_images([0] * 258)
+    ref = _Rows()
+    assert legitimacy(big, ref) == 1.0 and ref.batches == [256, 2]  # the default batch
+
+
+def test_nearest_neighbours_defaults_to_one_neighbour_as_long_indices():
+    train = torch.arange(5, dtype=torch.uint8).view(5, 1, 1, 1).expand(5, 3, 1, 1) * 50
+    idx, dist = nearest_neighbours(torch.zeros(2, 3, 1, 1), train)
+    assert idx.shape == dist.shape == (2, 1) and idx.dtype == torch.long
+    assert idx.tolist() == [[0], [0]] and dist.tolist() == [[0.0], [0.0]]
+    # every chunk is searched, the first one included
+    idx, _ = nearest_neighbours(torch.zeros(1, 3, 1, 1), train, k=2, chunk=2)
+    assert idx.tolist() == [[0, 1]]
+
+
+def test_nearest_neighbours_compares_pixels_on_the_cpu_in_chunks_of_2048(monkeypatch):
+    from advaug.evaluate import uae
+
+    devices, widths = [], []
+    real_to_float, real_cdist = uae.to_float, torch.cdist
+
+    def spy_to_float(x, device, *a):
+        devices.append(device)
+        return real_to_float(x, device, *a)
+
+    def spy_cdist(a, b, *rest, **kw):
+        widths.append(b.shape[0])
+        return real_cdist(a, b, *rest, **kw)
+
+    monkeypatch.setattr(uae, "to_float", spy_to_float)
+    monkeypatch.setattr(torch, "cdist", spy_cdist)
+    train = torch.zeros(2050, 1, 1, 1, dtype=torch.uint8)
+    train[2049] = 255
+    idx, dist = nearest_neighbours(torch.ones(1, 1, 1, 1), train)
+    assert idx.tolist() == [[2049]] and dist.tolist() == [[0.0]]
+    assert widths == [2048, 2]
+    assert devices == [torch.device("cpu")] * 3  # the queries, then each chunk
+
+
+def test_nearest_neighbours_in_feature_space_by_hand():
+    # features = the first pixel of each channel: image i has features (i, 0, 0)
+    train = torch.zeros(5, 3, 2, 2)
+    train[:, 0, 0, 0] = torch.arange(5.0)
+    q = torch.zeros(2, 3, 2, 2)
+    q[0, 0, 0, 0], q[1, 0, 0, 0] = -0.25, 3.75  # nearest 0 then 1; nearest 4 then 3
+    q[:, :, 1, 1] = 9.0  # pixels the features ignore
+    m = _Feat()
+    idx, dist = nearest_neighbours(q, train, k=2, feature_model=m, chunk=2)
+    assert idx.tolist() == [[0, 1], [4, 3]] and idx.dtype == torch.long
+    torch.testing.assert_close(dist, torch.tensor([[0.25, 1.25], [0.25, 0.75]]))
+    assert m.batches == [2, 5]  # the queries, then the training images
+
+
+def test_targeted_pairs_seed_their_own_attack_stream(monkeypatch):
+    from advaug.attacks import FAST
+    from advaug.evaluate import uae
+
+    seeds = []
+
+    class Spy:
+        @classmethod
+        def from_config(cls, g, d, f, cfg, rng):
+            seeds.append((cfg.targeted, rng.initial_seed()))
+            return lambda src, tgt: _result(len(src), [True] * len(src), src.tolist())
+
+    monkeypatch.setattr(uae, "UnrestrictedAttack", Spy)
+    tp = uae.targeted_pairs(_StepG(), _ConstD(1), _MeanF(), 2, FAST)
+    assert tp["mean"] == 1.0 and tp["n"] == 4
+    uae.targeted_pairs(_StepG(), _ConstD(1), _MeanF(), 2, FAST, seed=3)
+    assert seeds == [(True, 0 + uae.ATTACK_STREAM), (True, 3 + uae.ATTACK_STREAM)]
+
+
+class _RowsG(nn.Module):
+    """Two classes; G(z, y) is the one-hot image of y over K = 2 channels; records batches."""
+
+    z_dim, num_classes = 2, 2
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+        self.batches: list[int] = []
+
+    def forward(self, z, y):
+        self.batches.append(z.shape[0])
+        return nn.functional.one_hot(y, 2).float().view(-1, 2, 1, 1) * self.w
+
+
+def _coded(n: int, ac_pred0: list[int] | None = None) -> UnrestrictedResult:
+    res = _result(n, [True] * n, [i % 2 for i in range(n)])
+    res.images = _onehot_images([i % 2 for i in range(n)], 2)
+    res.clf_pred0 = torch.tensor([1 - i % 2 for i in range(n)])
+    if ac_pred0 is not None:
+        res.ac_pred0 = torch.tensor(ac_pred0)
+    return res
+
+
+def test_uae_measures_pass_their_batch_size_on():
+    from advaug.evaluate.uae import uae_measures
+
+    g, ref = _RowsG(), _Rows()
+    m = uae_measures(_coded(3), g, reference=ref, batch_size=2)
+    assert m["legit"] == {"value": 1.0, "n": 3} and m["legit_clean"] == {"value": 1.0, "n": 3}
+    assert g.batches == [2, 1] and ref.batches == [2, 1, 2, 1]  # successes, then clean images
+    g, ref = _RowsG(), _Rows()
+    uae_measures(_coded(257), g, reference=ref)
+    assert g.batches == [256, 1] and ref.batches == [256, 1, 256, 1]  # the default, 256
+
+
+def test_uae_measures_ac_agreement_on_clean_codes_only_when_known():
+    from advaug.evaluate.uae import uae_measures
+
+    # class 0 is a known prediction (only -1 means unknown): agreement 2 of 3
+    m = uae_measures(_coded(3, ac_pred0=[0, 1, 1]))
+    assert m["ac_agree_clean"] == {"value": pytest.approx(2 / 3), "n": 3}
+    assert uae_measures(_coded(2, ac_pred0=[0, 0]))["ac_agree_clean"]["value"] == 0.5
+    # files of version 1 hold -1 (unknown): no value and no rows
+    assert uae_measures(_coded(3))["ac_agree_clean"] == {"value": None, "n": 0}
+    assert uae_measures(_coded(2, ac_pred0=[1, -1]))["ac_agree_clean"] == {"value": None, "n": 0}

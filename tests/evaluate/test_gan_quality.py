@@ -580,8 +580,9 @@ def test_intra_class_fid_boundaries_one_feature_and_classes():
     assert mean == pytest.approx(9.0) and per.dtype == torch.float64 and per.shape == (4,)
     assert torch.isnan(per[1:]).all()
     # without num_classes, K is the largest label on either side, plus one
-    assert intra_class_fid(real, ry, fake[:5], fy[:5])[1].shape == (3,)
-    assert intra_class_fid(real[:5], ry[:5], fake, fy)[1].shape == (3,)
+    only_real = torch.tensor([0, 0, 1, 1, 1, 3])
+    assert intra_class_fid(real, only_real, fake, fy)[1].shape == (4,)
+    assert intra_class_fid(real, ry, fake, only_real)[1].shape == (4,)
 
 
 def test_diversity_classes_and_refusal_whole():
@@ -622,6 +623,9 @@ def test_sampling_runs_in_the_asked_batches_under_a_named_bar(monkeypatch):
     gan_quality.gan_test_outcomes(ToyClassifier(3), gen, num_per_class=3, batch_size=4)
     assert gen.batches == [4, 4, 4]  # 9 samples filled up to 12
     assert bars == [{"total": 3, "desc": "sampling", "unit": "batch"}]
+    gen = BatchToyGenerator(2)  # a batch above sample()'s own default (1024) stays whole
+    gan_quality.gan_test_outcomes(ToyClassifier(2), gen, num_per_class=1, batch_size=1100)
+    assert gen.batches == [1100]
 
 
 def test_gan_test_accuracy_passes_its_batch_and_seed(monkeypatch):
@@ -711,6 +715,10 @@ def test_generator_quality_wiring_defaults_and_protocol_whole(monkeypatch):
                             batch_size=2, k=1, intra_class=False)  # fmt: skip
     assert net.batches == [2, 1, 2] and out["protocol"]["bn_stats"] is None
     assert "intra_fid" not in out and set(out["per_class"]) == {"diversity_ratio"}
+    net = BatchMeans()  # fakes above extract_features' own default batch (500) stay whole
+    generator_quality(gen, torch.rand(3, 3, 4, 4), torch.tensor([0, 1, 0]), net, 501,
+                      batch_size=501)  # fmt: skip
+    assert net.batches == [3, 501]
     with pytest.raises(ConfigError) as info:
         generator_quality(gen, torch.rand(3, 3, 4, 4), torch.tensor([0, 1, 0]), net, 1)
     assert str(info.value) == "generator_quality needs num_samples >= 2, got 1"
@@ -777,7 +785,8 @@ def test_quality_with_baseline_wiring_defaults_and_lines_whole(monkeypatch):
     asked.clear()
     net = BatchMeans()
     quality_with_baseline(ToyGenerator(3), x, y, net, seed=1, batch_size=4, reference_split="val")
-    assert torch.equal(asked[0][1], y[real_halves(y, 1)[0]]) and net.batches == [4, 4, 1]
+    assert torch.equal(asked[0][0], x[real_halves(y, 1)[0]]) and net.batches == [4, 4, 1]
+    assert not torch.equal(real_halves(y, 1)[0], a)
     assert asked[0][3]["reference_split"] == "val half A"
     # halves of two images are enough; of one, a one-line error
     quality_with_baseline(ToyGenerator(1), x[:4], torch.zeros(4, dtype=torch.long), net)

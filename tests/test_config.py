@@ -496,6 +496,10 @@ def test_coerce_copies_mappings_and_builds_sections():
     assert got == given_map and got is not given_map
     model = _coerce({"name": "tiny-cnn"}, ModelConfig, "m")
     assert model == ModelConfig(name="tiny-cnn")
+    names = ", ".join(sorted(f.name for f in dataclasses.fields(ModelConfig)))
+    assert _message(lambda: _coerce({"nope": 1}, ModelConfig, "m")) == (
+        f"unknown config key 'm.nope'; known keys here: {names}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -519,6 +523,7 @@ def test_coerce_copies_mappings_and_builds_sections():
         ("inf", float, "k=inf: expected a finite number"),
         (float("-inf"), float, "k=-inf: expected a finite number"),
         (3, str, "k=3: expected a string"),
+        (3, str | None, "k=3: expected a string"),  # the key reaches the inner type
         (1, bytes, "k: unsupported type bytes"),
     ],
 )

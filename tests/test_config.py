@@ -337,6 +337,7 @@ def test_gan_learning_rates_are_checked_each():
 )  # fmt: skip
 def test_study_checks_name_the_top_level_key(changes, message):
     StudyConfig(techniques=list(TECHNIQUES), seed=0, seeds=[0, 1], reference_epochs=0).validate("")
+    StudyConfig(techniques=["none"], seeds=[0]).validate("")  # one of each is enough
     assert _message(lambda: StudyConfig(**changes).validate("")) == (
         f"invalid config value {message}"
     )
@@ -495,6 +496,10 @@ def test_coerce_copies_mappings_and_builds_sections():
     assert got == given_map and got is not given_map
     model = _coerce({"name": "tiny-cnn"}, ModelConfig, "m")
     assert model == ModelConfig(name="tiny-cnn")
+    names = ", ".join(sorted(f.name for f in dataclasses.fields(ModelConfig)))
+    assert _message(lambda: _coerce({"nope": 1}, ModelConfig, "m")) == (
+        f"unknown config key 'm.nope'; known keys here: {names}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -518,6 +523,7 @@ def test_coerce_copies_mappings_and_builds_sections():
         ("inf", float, "k=inf: expected a finite number"),
         (float("-inf"), float, "k=-inf: expected a finite number"),
         (3, str, "k=3: expected a string"),
+        (3, str | None, "k=3: expected a string"),  # the key reaches the inner type
         (1, bytes, "k: unsupported type bytes"),
     ],
 )

@@ -93,6 +93,13 @@ def test_proximity_hinge_and_l2ball_by_hand() -> None:
     assert torch.allclose(proximity_loss(z, z0, 0.1, "hinge"), torch.tensor([0.11 / 3]))
     assert torch.allclose(proximity_loss(z, z0, 0.1, "l2ball"), torch.tensor([0.1325 / 3 - 0.01]))
     assert proximity_loss(z * 0.1, z0, 0.1, "hinge").item() == 0.0  # inside the box: no cost
+    # per row, around a z⁰ other than 0; the hinge is the default
+    z0 = torch.tensor([[1.0, -1.0, 2.0], [0.5, 0.5, 0.5]])
+    z = z0 + torch.tensor([[0.05, 0.2, -0.3], [0.0, 0.0, 0.4]])
+    hinge = torch.tensor([0.11 / 3, 0.15 / 3])
+    assert torch.allclose(proximity_loss(z, z0, 0.1), hinge, atol=1e-6)
+    l2ball = torch.tensor([0.1325 / 3 - 0.01, 0.16 / 3 - 0.01])
+    assert torch.allclose(proximity_loss(z, z0, 0.1, "l2ball"), l2ball, atol=1e-6)
     with pytest.raises(AttackInputError):
         proximity_loss(z, z0, 0.1, "l1")
 
@@ -108,6 +115,9 @@ def test_objective_weights_the_terms(trained, critic) -> None:
     assert terms["z"].item() == pytest.approx(prox, rel=1e-5)
     assert terms["ac"].item() == pytest.approx(acl, rel=1e-5)
     assert terms["total"].item() == pytest.approx(adv + 2 * prox + 3 * acl, rel=1e-5)
+    atk.z_proximity = "l2ball"  # the configured kind, not the default hinge
+    terms = atk.objective(logits, ac, z, z0, torch.tensor([0]))
+    assert terms["z"].item() == pytest.approx(0.1325 / 3 - 0.01, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- update rules
@@ -337,6 +347,17 @@ def test_project_z_lands_in_the_ball_and_keeps_points_inside(seed, z_eps, kind) 
     assert torch.allclose(project_z(p, z0, z_eps, kind), p, atol=1e-6)  # idempotent
     inside = z0 + (z - z0) * 1e-4 * z_eps
     assert torch.allclose(project_z(inside, z0, z_eps, kind), inside)
+
+
+def test_project_z_none_is_the_identity_and_unknown_kinds_are_named() -> None:
+    z, z0 = torch.randn(3, 4), torch.zeros(3, 4)
+    assert project_z(z, z0, 0.01, "none") is z
+    with pytest.raises(AttackInputError) as info:
+        project_z(z, z0, 0.01, "box")
+    assert str(info.value) == "z_project must be one of ('none', 'linf', 'l2'), got 'box'"
+    with pytest.raises(AttackInputError) as info:
+        proximity_loss(z, z0, 0.01, "l1")
+    assert str(info.value) == "z_proximity must be one of ('hinge', 'l2ball'), got 'l1'"
 
 
 @pytest.mark.parametrize("kind", ["linf", "l2"])

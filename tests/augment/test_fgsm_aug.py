@@ -146,3 +146,11 @@ def test_the_config_reaches_the_technique():
     assert isinstance(t, FGSMTechnique)
     assert (t.cfg.kind, t.cfg.eps_min, t.cfg.eps_max) == ("step-ll", 0.01, 0.04)
     assert t.name == "fgsm"
+
+
+def test_the_random_start_stream_is_built_on_the_techniques_device(generator_devices):
+    """The random starts are drawn on the data's device (meta stands in for a GPU): a stream on
+    the CPU would draw there and copy every start to the device."""
+    meta = torch.device("meta")
+    FGSMTechnique(FGSMAugConfig(), seed=0, device=meta)
+    assert generator_devices[0] == meta

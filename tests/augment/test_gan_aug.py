@@ -141,3 +141,12 @@ def test_the_config_reaches_the_technique():
     t = build_technique(cfg.classifier.augment, seed=0, device=CPU, gan=_Pair())
     assert isinstance(t, GANTechnique)
     assert (t.cfg.filter_ac, t.cfg.min_confidence) == (True, 0.4)
+
+
+def test_the_stream_and_the_kept_count_live_on_the_techniques_device(generator_devices):
+    """The latents are drawn from a stream on the data's device, and the kept count is a device
+    tensor (no host sync per batch); meta stands in for a GPU."""
+    meta = torch.device("meta")
+    t = GANTechnique(GANAugConfig(), _Pair(), seed=0, device=meta)
+    assert generator_devices == [meta]
+    assert (t.kept.device, t.kept.dtype) == (meta, torch.long)

@@ -155,3 +155,11 @@ def test_pgd_stream_from_another_device_restarts_from_the_techniques_seed(caplog
         tech.load_state_dict({"rng": torch.zeros(16, dtype=torch.uint8)})
     assert "restarts from seed 115" in caplog.text
     assert torch.equal(tech.rng.get_state(), torch.Generator().manual_seed(115).get_state())
+
+
+def test_the_random_start_stream_is_built_on_the_techniques_device(generator_devices):
+    """The random starts are drawn on the data's device (meta stands in for a GPU): a stream on
+    the CPU would draw there and copy every start to the device."""
+    meta = torch.device("meta")
+    PGDTechnique(PGDAugConfig(), seed=0, device=meta)
+    assert generator_devices[0] == meta

@@ -489,24 +489,13 @@ def test_seed_mode_logs_its_attack_settings_once(caplog):
     ]
 
 
-def test_the_pool_and_its_counters_are_built_on_the_techniques_device(monkeypatch):
-    """The meta device stands in for a GPU: every buffer the technique allocates up front (the
-    stream, the pool, the counters, the draw window) must live on the device it was given. A
-    tensor left on the CPU would cost a copy per draw on a GPU. ``torch.Generator`` refuses the
-    meta device, so a stand-in records the device it was asked for."""
-    asked = []
-
-    class _Gen:
-        def __init__(self, device=None):
-            asked.append(torch.device(device) if device is not None else None)
-
-        def manual_seed(self, seed):
-            return self
-
-    monkeypatch.setattr(torch, "Generator", _Gen)
+def test_the_pool_and_its_counters_are_built_on_the_techniques_device(generator_devices):
+    """Every buffer the technique allocates up front (the stream, the pool, the counters, the
+    draw window) lives on the device it was given (meta for a GPU). A tensor left on the CPU
+    would cost a copy per draw on a GPU."""
     meta = torch.device("meta")
     t = UnrestrictedTechnique(UnrestrictedAugConfig(pool_size=8), _Pair(), seed=0, device=meta)
-    assert asked == [meta]
+    assert generator_devices == [meta]
     for name in ("images", "labels", "z", "valid", "born", "uses"):
         assert getattr(t, name).device == meta, name
     assert {v.device for v in t.window.values()} == {meta}

@@ -13,10 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advaug.report.load import load_study
+from advaug.report.load import ModelRun, StudyData, load_study
 from advaug.report.tables import (
+    COST_PROTOCOL,
     Stat,
     build_table,
+    pool_summary,
     table_text,
     to_csv,
     to_json,
@@ -317,3 +319,131 @@ def test_the_worst_and_best_targeted_pair_get_no_interval(tmp_path: Path):
     assert cells["uae_targeted_success_mean"].ci == wilson(40, 80)
     for key in ("uae_targeted_success_min", "uae_targeted_success_max"):
         assert cells[key].ci is None and cells[key].mean == models["none-s0"][key], key
+
+
+# -- the statistics against hand-built studies (mutation testing, issue 18) ------------------
+
+
+def _packed(flags: list[bool]) -> dict:
+    import torch
+
+    from advaug.evaluate.accuracy import pack_outcomes
+
+    return pack_outcomes(torch.tensor(flags))
+
+
+def _run(name: str, metrics: dict | None, spe: float | None = None, **kw) -> ModelRun:
+    """A model of technique and seed ``<technique>-s<seed>``; ``metrics`` None: no eval."""
+    tech, seed = name.rsplit("-s", 1)
+    ev = None
+    if metrics is not None:
+        ev = {"metrics": metrics, "per_image": kw.pop("per_image", {})}
+        if spe is not None:
+            ev["cost"] = {"seconds_per_epoch": spe, "train_seconds": 3 * spe, "epochs": 3}
+    return ModelRun(name, tech, int(seed), ev, kw.pop("result", None), kw.pop("records", []))
+
+
+def _study(*models: ModelRun, techniques: list[str] | None = None) -> StudyData:
+    return StudyData(Path("s"), {"techniques": techniques or []}, list(models))
+
+
+def test_cells_keep_each_value_and_each_protocol_whole():
+    """A model without the metric (or with a malformed entry) is skipped, not the rest; an
+    integer ``n`` is kept, a bool or float one is not; protocols are listed per model."""
+    from advaug.report.stats import wilson
+
+    study = _study(
+        _run("none-s0", {"clean_top1": {"value": 0.5, "n": 10, "protocol": "p1"}}),
+        _run("none-s1", {"clean_top1": [0.1], "gan_acc": {"value": 0.9}}),
+        _run("none-s2", {"clean_top1": {"value": 0.7, "n": True, "protocol": "p2"}}),
+        _run("none-s3", {"clean_top1": {"value": 0.6, "n": 2.0, "protocol": "p1"}}),
+        _run("fgsm-s0", None, result={"train_seconds": 30.0, "epochs": 3}),
+        _run("fgsm-s1", {"clean_top1": "0.25"}),
+    )
+    t = build_table(study)
+    c = t.cells["none"]["clean_top1"]
+    assert c.values == [
+        {"model": "none-s0", "seed": 0, "value": 0.5, "n": 10, "ci": wilson(5, 10)},
+        {"model": "none-s2", "seed": 2, "value": 0.7},
+        {"model": "none-s3", "seed": 3, "value": 0.6},
+    ]
+    assert (c.n, c.protocol, c.items, c.ci) == (3, "p1 | p2", None, None)
+    assert t.protocols["clean_top1"] == {"p1": ["none-s0", "none-s3"], "p2": ["none-s2"]}
+    assert t.protocol_line("clean_top1") == "p1 [none-s0, none-s3]; p2 [none-s2]"
+    assert t.cells["none"]["gan_acc"].values == [{"model": "none-s1", "seed": 1, "value": 0.9}]
+    assert t.cells["none"]["gan_acc"].protocol is None and t.protocols["gan_acc"] == {}
+    assert t.cells["fgsm"]["clean_top1"].values == [{"model": "fgsm-s1", "seed": 1, "value": 0.25}]
+    assert t.models == {"none": ["none-s0", "none-s1", "none-s2", "none-s3"], "fgsm": ["fgsm-s1"]}
+    assert (t.techniques, t.metrics) == (["none", "fgsm"], ["clean_top1", "gan_acc"])
+
+
+def test_costs_keep_each_model_and_the_ratio_needs_a_nonzero_baseline():
+    study = _study(
+        _run("none-s0", {}, spe=0.0),
+        _run("fgsm-s0", {}, spe=4.0),
+        _run("gan-s0", None),  # no cost at all
+    )
+    t = build_table(study)
+    assert t.seconds_per_epoch["fgsm"].values == [{"model": "fgsm-s0", "seed": 0, "value": 4.0}]
+    assert t.train_seconds["fgsm"].values == [{"model": "fgsm-s0", "seed": 0, "value": 12.0}]
+    assert t.seconds_per_epoch["gan"].mean is None and t.seconds_per_epoch["gan"].n == 0
+    assert t.ratio == {"none": None, "fgsm": None, "gan": None}
+    assert t.cost_protocol == COST_PROTOCOL  # no runtime recorded: nothing appended
+    study.models[0].eval["cost"]["seconds_per_epoch"] = 2.0
+    study.models[1].result = {"runtime": {"device": "cuda", "precision": "bf16", "world_size": 2}}
+    t = build_table(study)
+    assert t.ratio == {"none": 1.0, "fgsm": 2.0, "gan": None}
+    assert t.cost_protocol == COST_PROTOCOL + "; measured on cuda, bf16, 2 ranks"
+
+
+def test_differences_pair_seeds_for_every_metric_with_outcomes():
+    """Outcomes on the second metric only (the first has none), techniques listed with the
+    baseline last; a model without a seed, and one without outcomes, are left out."""
+    base = [True, True, False, False]
+    better = [True, True, True, False]
+    study = _study(
+        _run("fgsm-s0", {"clean_top1": 0.5, "fgsm@8/255": 0.75},
+             per_image={"fgsm@8/255": _packed(better)}),
+        _run("gan-s0", {"clean_top1": 0.5, "fgsm@8/255": 0.5}),
+        _run("none-s0", {"clean_top1": 0.5, "fgsm@8/255": 0.5},
+             per_image={"fgsm@8/255": _packed(base)}),
+        techniques=["fgsm", "gan", "none"],
+    )  # fmt: skip
+    t = build_table(study)
+    assert list(t.diffs) == ["fgsm"] and list(t.diffs["fgsm"]) == ["fgsm@8/255"]
+    d = t.diffs["fgsm"]["fgsm@8/255"]
+    assert d.diff == pytest.approx(0.25) and (d.seeds, d.items) == (1, 4)
+    study.models[0].seed = study.models[2].seed = None  # without seeds nothing is paired
+    assert build_table(study).diffs == {}
+    study.models[0].seed = study.models[2].seed = 0
+    study.models.pop()  # no baseline
+    assert build_table(study).diffs == {}
+
+
+def test_a_rate_without_any_value_has_no_interval():
+    s = Stat.of([{"model": "m", "seed": 0, "value": None, "n": 10}], "p", rate=True)
+    assert (s.mean, s.std, s.n, s.items, s.ci, s.protocol) == (None, None, 0, None, None, "p")
+    assert s.values == [{"model": "m", "seed": 0, "value": None, "n": 10}]
+
+
+def test_pool_summary_rows_whole_and_missing_keys():
+    """Records without draws are not the pool's; a record without a share is left out of the
+    weighting; keys no record has give None."""
+    recs = [
+        {"pool_draws": 0, "pool_still_adv": 0.0},
+        {"pool_draws": 100, "pool_still_adv": 0.8, "pool_reuse_mean": 1.0},
+        {"pool_draws": 300, "pool_reuse_mean": 3.0},
+        {"split": "val", "top1": 0.5},
+    ]
+    other = [{"pool_draws": 5, "pool_still_adv": 1.0, "pool_age_max": 7}]
+    study = _study(
+        _run("none-s0", None),
+        _run("unrestricted-s3", None, records=recs),
+        _run("unrestricted-s4", None, records=other),
+    )
+    assert pool_summary(study) == [
+        {"model": "unrestricted-s3", "technique": "unrestricted", "seed": 3, "draws": 400,
+         "still_adversarial": 0.8, "age_mean": None, "age_max": None, "reuse_mean": 2.0},
+        {"model": "unrestricted-s4", "technique": "unrestricted", "seed": 4, "draws": 5,
+         "still_adversarial": 1.0, "age_mean": None, "age_max": 7, "reuse_mean": None},
+    ]  # fmt: skip

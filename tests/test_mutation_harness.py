@@ -111,3 +111,19 @@ def test_every_module_is_imported_by_its_tests(harness) -> None:
             if mod.startswith("advaug")
         )
         assert reached, f"{name}: none of {tests} imports {dotted}"
+
+
+def test_a_result_keeps_what_others_wrote_during_the_run(harness, tmp_path) -> None:
+    """The report is read afresh when a module's result is written: a module that another run
+    (or a merge) added while this one ran is kept, and the file is never left half-written."""
+    path = tmp_path / "mutation.json"
+    harness._record(path, "pgd", {"score": 90.0})
+    first = json.loads(path.read_text())
+    assert first["tool"] == "mutmut" and first["modules"] == {"pgd": {"score": 90.0}}
+    first["modules"]["fgsm"] = {"score": 80.0}  # written by someone else meanwhile
+    path.write_text(json.dumps(first))
+    harness._record(path, "pgd", {"score": 95.0})
+    assert json.loads(path.read_text())["modules"] == {
+        "pgd": {"score": 95.0}, "fgsm": {"score": 80.0},
+    }  # fmt: skip
+    assert [p.name for p in tmp_path.iterdir()] == ["mutation.json"]

@@ -145,6 +145,22 @@ def _verdicts(name: str, where: Path) -> dict[str, int | None]:
     return json.loads(meta.read_text())["exit_code_by_key"]
 
 
+def _record(path: Path, name: str, result: dict) -> None:
+    """Put one module's result into the report at ``path``, read afresh just before: a run takes
+    minutes per module, and another run (or a merge) may have written other modules meanwhile.
+    The file is replaced whole (write, then rename), so a stop never leaves half a report."""
+    report = json.loads(path.read_text()) if path.exists() else {"modules": {}}
+    report.update(
+        tool="mutmut",
+        version=version("mutmut"),
+        command="make mutation MODULES=<names>  (python tools/mutation.py --modules ...)",
+    )
+    report.setdefault("modules", {})[name] = result
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
 def _in_scope(key: str, functions: list[str]) -> bool:
     """Whether mutant ``key`` belongs to the selected functions (all of them when none)."""
     return not functions or any(fnmatch.fnmatch(key, pattern) for pattern in functions)
@@ -206,12 +222,6 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(MODULES))
     if unknown:
         parser.error(f"unknown module(s) {unknown}; choose from {sorted(MODULES)}")
-    report = json.loads(args.report.read_text()) if args.report.exists() else {"modules": {}}
-    report.update(
-        tool="mutmut",
-        version=version("mutmut"),
-        command="make mutation MODULES=<names>  (python tools/mutation.py --modules ...)",
-    )
     for name in names:
         where = _scratch(name, args.work, args.timeout_multiplier)
         print(f"[mutation] {name}: mutmut run in {where}", flush=True)
@@ -229,8 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             print(run.stdout[-3000:], run.stderr[-3000:], sep="\n", file=sys.stderr)
             return run.returncode
         result = _collect(name, where, functions)
-        report["modules"][name] = result
-        args.report.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+        _record(args.report, name, result)
         print(f"[mutation] {name}: score {result['score']} % {result['counts']}", flush=True)
     return 0
 

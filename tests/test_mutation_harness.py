@@ -117,12 +117,13 @@ def test_a_result_keeps_what_others_wrote_during_the_run(harness, tmp_path) -> N
     """The report is read afresh when a module's result is written: a module that another run
     (or a merge) added while this one ran is kept, and the file is never left half-written."""
     path = tmp_path / "mutation.json"
-    harness._record(path, "pgd", {"score": 90.0})
+    harness._record(path, "pgd", {"score": 90.0}, "3.8.1")
     first = json.loads(path.read_text())
-    assert first["tool"] == "mutmut" and first["modules"] == {"pgd": {"score": 90.0}}
+    assert (first["tool"], first["version"]) == ("mutmut", "3.8.1")
+    assert first["modules"] == {"pgd": {"score": 90.0}}
     first["modules"]["fgsm"] = {"score": 80.0}  # written by someone else meanwhile
     path.write_text(json.dumps(first))
-    harness._record(path, "pgd", {"score": 95.0})
+    harness._record(path, "pgd", {"score": 95.0}, "3.8.1")
     assert json.loads(path.read_text())["modules"] == {
         "pgd": {"score": 95.0}, "fgsm": {"score": 80.0},
     }  # fmt: skip

@@ -145,14 +145,14 @@ def _verdicts(name: str, where: Path) -> dict[str, int | None]:
     return json.loads(meta.read_text())["exit_code_by_key"]
 
 
-def _record(path: Path, name: str, result: dict) -> None:
+def _record(path: Path, name: str, result: dict, tool_version: str) -> None:
     """Put one module's result into the report at ``path``, read afresh just before: a run takes
     minutes per module, and another run (or a merge) may have written other modules meanwhile.
     The file is replaced whole (write, then rename), so a stop never leaves half a report."""
     report = json.loads(path.read_text()) if path.exists() else {"modules": {}}
     report.update(
         tool="mutmut",
-        version=version("mutmut"),
+        version=tool_version,
         command="make mutation MODULES=<names>  (python tools/mutation.py --modules ...)",
     )
     report.setdefault("modules", {})[name] = result
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             print(run.stdout[-3000:], run.stderr[-3000:], sep="\n", file=sys.stderr)
             return run.returncode
         result = _collect(name, where, functions)
-        _record(args.report, name, result)
+        _record(args.report, name, result, version("mutmut"))
         print(f"[mutation] {name}: score {result['score']} % {result['counts']}", flush=True)
     return 0
 

@@ -127,4 +127,15 @@ def test_a_result_keeps_what_others_wrote_during_the_run(harness, tmp_path) -> N
     assert json.loads(path.read_text())["modules"] == {
         "pgd": {"score": 95.0}, "fgsm": {"score": 80.0},
     }  # fmt: skip
-    assert [p.name for p in tmp_path.iterdir()] == ["mutation.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mutation.json", "mutation.json.lock"]
+
+
+def test_results_written_at_once_keep_every_module(harness, tmp_path) -> None:
+    """Runs that finish together take turns on the report: none loses another's module."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "mutation.json"
+    names = [f"m{i}" for i in range(16)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: harness._record(path, n, {"score": 1.0}, "3.8.1"), names))
+    assert sorted(json.loads(path.read_text())["modules"]) == sorted(names)

@@ -21,12 +21,14 @@ few, derandomised examples, so a report is reproducible and a mutant costs secon
 from __future__ import annotations
 
 import argparse
+import fcntl
 import fnmatch
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
@@ -148,17 +150,23 @@ def _verdicts(name: str, where: Path) -> dict[str, int | None]:
 def _record(path: Path, name: str, result: dict, tool_version: str) -> None:
     """Put one module's result into the report at ``path``, read afresh just before: a run takes
     minutes per module, and another run (or a merge) may have written other modules meanwhile.
-    The file is replaced whole (write, then rename), so a stop never leaves half a report."""
-    report = json.loads(path.read_text()) if path.exists() else {"modules": {}}
-    report.update(
-        tool="mutmut",
-        version=tool_version,
-        command="make mutation MODULES=<names>  (python tools/mutation.py --modules ...)",
-    )
-    report.setdefault("modules", {})[name] = result
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    Runs that finish together take turns (a lock file beside the report, held from the read to
+    the rename), and each writes its own temporary file, replaced whole, so a stop never leaves
+    half a report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        report = json.loads(path.read_text()) if path.exists() else {"modules": {}}
+        report.update(
+            tool="mutmut",
+            version=tool_version,
+            command="make mutation MODULES=<names>  (python tools/mutation.py --modules ...)",
+        )
+        report.setdefault("modules", {})[name] = result
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
 
 
 def _in_scope(key: str, functions: list[str]) -> bool:

@@ -394,6 +394,11 @@ def test_available_bytes_reads_memavailable(monkeypatch):
     assert loader_mod.available_bytes(torch.device("cpu")) == 12 * 1024
 
 
+def _no_proc(path):
+    """``open`` on a machine without ``/proc``."""
+    raise FileNotFoundError(path)
+
+
 def test_available_bytes_falls_back_to_sysconf(monkeypatch):
     sizes = {"SC_AVPHYS_PAGES": 3, "SC_PAGE_SIZE": 4096}
     monkeypatch.setattr(loader_mod.os, "sysconf", lambda name: sizes[name])
@@ -403,22 +408,16 @@ def test_available_bytes_falls_back_to_sysconf(monkeypatch):
     )
     assert loader_mod.available_bytes(torch.device("cpu")) == 3 * 4096
 
-    def missing(path):
-        raise FileNotFoundError(path)
-
-    monkeypatch.setattr(loader_mod, "open", missing, raising=False)
+    monkeypatch.setattr(loader_mod, "open", _no_proc, raising=False)
     assert loader_mod.available_bytes(torch.device("cpu")) == 3 * 4096
 
 
 @pytest.mark.parametrize("error", [ValueError, OSError, AttributeError])
 def test_available_bytes_is_none_when_nothing_can_be_measured(monkeypatch, error):
-    def missing(path):
-        raise FileNotFoundError(path)
-
     def fails(name):
         raise error(name)
 
-    monkeypatch.setattr(loader_mod, "open", missing, raising=False)
+    monkeypatch.setattr(loader_mod, "open", _no_proc, raising=False)
     monkeypatch.setattr(loader_mod.os, "sysconf", fails)
     assert loader_mod.available_bytes(torch.device("cpu")) is None
     assert loader_mod.available_bytes(torch.device("meta")) is None

@@ -19,6 +19,7 @@ This is how the presets' CPU recipe was chosen (``benchmarks/results/gan-recipe-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -28,9 +29,10 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from advaug.config import DataConfig, GANConfig, RuntimeConfig
+from advaug.config import DataConfig, GANConfig, RuntimeConfig, from_dict, parse_overrides
 from advaug.data.loader import DeviceLoader
 from advaug.data.splits import load_splits
+from advaug.errors import ConfigError
 from advaug.loading import load_classifier
 from advaug.models import build_gan
 from advaug.runtime import make_runtime
@@ -42,16 +44,17 @@ SAMPLES, PER_BATCH = 1000, 100
 
 
 def parse_fields(pairs: list[str]) -> dict[str, Any]:
-    """``key=value`` strings as typed ``GANConfig`` fields (the default's type decides)."""
-    defaults = GANConfig()
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        if not hasattr(defaults, key):
-            raise SystemExit(f"unknown GANConfig field {key!r}")
-        default = getattr(defaults, key)
-        out[key] = value == "true" if isinstance(default, bool) else type(default)(value)
-    return out
+    """``key=value`` strings as ``GANConfig`` fields, parsed, typed and checked as the CLI's
+    overrides are (``parse_overrides``, then the config's own coercion and validation)."""
+    fields = parse_overrides(pairs)
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(GANConfig)})
+    if unknown:
+        raise SystemExit(f"unknown GANConfig field {unknown[0]!r}")
+    try:
+        cfg = from_dict(GANConfig, fields)
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
+    return {key: getattr(cfg, key) for key in fields}
 
 
 @torch.no_grad()

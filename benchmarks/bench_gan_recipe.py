@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from advaug.config import DataConfig, GANConfig, RuntimeConfig, from_dict, parse_overrides
 from advaug.data.loader import DeviceLoader
@@ -36,6 +35,8 @@ from advaug.errors import ConfigError
 from advaug.loading import load_classifier
 from advaug.models import build_gan
 from advaug.runtime import make_runtime
+from advaug.train.classifier import make_ema
+from advaug.train.schedule import gan_lr_scale, set_lr
 from advaug.train.shapes import gan_shape_kwargs
 from advaug.train.steps import critic_step, generator_step
 from common import machine_info, write_json
@@ -84,20 +85,14 @@ def run(dataset: str, root: str, judge_path: str, budget_s: float, every: int,
                           crop_pad=0, flip=False, drop_last=True, device=rt.device)  # fmt: skip
     batches = (b for _ in iter(int, 1) for b in loader)
     rng = torch.Generator().manual_seed(1)
-    ema = (
-        AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
-        if cfg.ema_decay
-        else None
-    )
+    ema = make_ema(g, cfg.ema_decay, use_buffers=False)
     z = torch.randn(SAMPLES, g.z_dim, generator=torch.Generator().manual_seed(5))
     y = torch.arange(SAMPLES) % k
     records: list[dict[str, Any]] = []
     t0, it = time.time(), 0
     while True:
-        frac = 1.0 - it / cfg.iters if cfg.lr_decay == "linear" else 1.0
-        for opt, lr in ((opt_g, cfg.lr_g), (opt_d, cfg.lr_d)):
-            for group in opt.param_groups:
-                group["lr"] = lr * max(frac, 0.0)
+        set_lr(opt_g, cfg.lr_g * gan_lr_scale(cfg, it))
+        set_lr(opt_d, cfg.lr_d * gan_lr_scale(cfg, it))
         for _ in range(cfg.n_critic):
             x, yb = next(batches)
             critic_step(g, d, opt_d, x, yb, cfg=cfg, rt=rt, rng=rng)

@@ -53,7 +53,7 @@ from advaug.runtime.checkpoint import check_arch, save_final
 from advaug.train import loop
 from advaug.train.classifier import make_ema
 from advaug.train.run import Run
-from advaug.train.schedule import set_lr
+from advaug.train.schedule import gan_lr_scale, set_lr
 from advaug.train.shapes import gan_shape_kwargs
 from advaug.train.steps import critic_step, generator_step
 
@@ -327,7 +327,7 @@ def _train(
     st.d.train()
     with progress(total=cfg.iters, initial=st.it, desc="train gan", unit="it") as bar:
         while st.it < cfg.iters:
-            frac = 1.0 - st.it / cfg.iters if cfg.lr_decay == "linear" else 1.0
+            frac = gan_lr_scale(cfg, st.it)
             set_lr(st.opt_g, cfg.lr_g * frac)
             set_lr(st.opt_d, cfg.lr_d * frac)
             # n_critic critic steps on consecutive real batches

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from advaug.config import OptimConfig
+from advaug.config import GANConfig, OptimConfig
 
 
 def lr_at(cfg: OptimConfig, step: int, steps_per_epoch: int, epochs: int) -> float:
@@ -29,6 +29,12 @@ def lr_at(cfg: OptimConfig, step: int, steps_per_epoch: int, epochs: int) -> flo
         return cfg.lr * cfg.gamma**drops
     progress = (step - warm) / max(1, total - warm)
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def gan_lr_scale(cfg: GANConfig, it: int) -> float:
+    """The factor on the GAN's learning rates at iteration ``it`` (0-based): a linear decay to 0
+    over ``cfg.iters`` under ``lr_decay="linear"``, else 1."""
+    return 1.0 - it / cfg.iters if cfg.lr_decay == "linear" else 1.0
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> float:

@@ -277,18 +277,26 @@ def test_summary_lines_show_the_decomposed_success_first():
     )
 
 
-class _Feat(nn.Module):
-    """Features = the first pixel of each channel; counts its batches."""
+class _Rows(nn.Module):
+    """Logits = the first pixel of each of K channels (so row i predicts its brightest channel);
+    records the batch sizes it sees."""
 
     def __init__(self):
         super().__init__()
         self.w = nn.Parameter(torch.ones(()))
         self.batches: list[int] = []
 
-    def features(self, x):
+    def forward(self, x):
         self.batches.append(x.shape[0])
-        assert not self.training
         return x[:, :, 0, 0] * self.w
+
+
+class _Feat(_Rows):
+    """Features = the first pixel of each channel, read in eval mode; counts its batches."""
+
+    def features(self, x):
+        assert not self.training
+        return self(x)
 
 
 def test_features_are_batched_in_eval_mode_from_uint8_or_float():
@@ -408,20 +416,6 @@ def test_balanced_sources_land_on_the_device():
     """The "meta" device stands in for a GPU on a CPU-only machine."""
     meta = torch.device("meta")
     assert balanced_sources(4, 2, 0, meta).device == meta
-
-
-class _Rows(nn.Module):
-    """Logits = the first pixel of each of K channels (so row i predicts its brightest channel);
-    records the batch sizes it sees."""
-
-    def __init__(self):
-        super().__init__()
-        self.w = nn.Parameter(torch.ones(()))
-        self.batches: list[int] = []
-
-    def forward(self, x):
-        self.batches.append(x.shape[0])
-        return x[:, :, 0, 0] * self.w
 
 
 def _onehot_images(classes: list[int], k: int = 3) -> torch.Tensor:
